@@ -1,0 +1,50 @@
+//! The contract between the sampler and a model.
+//!
+//! The sampler (LLaDA / Dream / MDLM loops, Fast-dLLM threshold decoding and caches) only needs
+//! logits for a canvas, and for the block-wise caches a way to recompute a window of the canvas
+//! while the keys/values of every other position come from a cache. [`crate::model::Model`]
+//! implements this trait; tests implement it with scripted logits.
+
+use candle_core::{Result, Tensor};
+
+/// One forward's inputs for a batch of canvases.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Token ids `[B, L]`, `u32`.
+    pub ids: Tensor,
+    /// RoPE position ids `[B, L]`, `u32` (pad-aware: left pads do not shift a row's positions).
+    pub positions: Tensor,
+    /// Key-padding mask `[B, L]`, `u8`: 1 = real token, 0 = padding (never attended to).
+    /// `None` means every position is real. There is never a causal mask.
+    pub key_mask: Option<Tensor>,
+}
+
+/// What the sampler needs from a masked-diffusion model.
+pub trait Denoiser {
+    /// Per-layer keys and values kept between steps by the block-wise caches.
+    type Cache;
+
+    fn vocab_size(&self) -> usize;
+
+    /// Dream-style models predict position `i` from hidden state `i-1`; the sampler shifts the
+    /// logits right by one when this is true.
+    fn shift_logits(&self) -> bool;
+
+    /// Logits `[B, L, V]` (f32) for the whole canvas.
+    fn forward(&self, batch: &Batch) -> Result<Tensor>;
+
+    /// Like [`Self::forward`], and also returns the keys/values of every position of every layer.
+    fn forward_cached(&self, batch: &Batch) -> Result<(Tensor, Self::Cache)>;
+
+    /// Recomputes only positions `[start, start + len)` of the canvas: queries come from that
+    /// window of `batch` (whose `ids`/`positions` still cover the whole canvas), keys/values of the
+    /// window are computed fresh and written into `cache`, keys/values of every other position are
+    /// read from `cache`. Returns logits `[B, len, V]`.
+    fn forward_window(
+        &self,
+        batch: &Batch,
+        start: usize,
+        len: usize,
+        cache: &mut Self::Cache,
+    ) -> Result<Tensor>;
+}

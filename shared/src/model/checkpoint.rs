@@ -1,0 +1,144 @@
+//! Checkpoints on disk: the project's own (a folder with `config.json` + `model.safetensors`, LLaDA
+//! tensor names), HF folders of the LLaDA and Dream families (memory-mapped safetensors, possibly
+//! sharded).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use super::config::{Arch, Config};
+use super::transformer::Model;
+use super::weights::{Naming, VarBuilderSource};
+
+/// Marker written into our own `config.json` so it is never mistaken for an HF config.
+pub const FORMAT: &str = "ruvdllm-checkpoint-v1";
+
+#[derive(Serialize, Deserialize)]
+struct OwnConfig {
+    format: String,
+    config: Config,
+}
+
+/// A model ready to run, with where it came from.
+pub struct LoadedModel {
+    pub model: Model,
+    pub config: Config,
+    /// The folder holding `tokenizer.json`, if the checkpoint has one.
+    pub tokenizer_dir: Option<PathBuf>,
+    /// A description of the source (`ruvdllm`, `hf-llada`, `hf-dream`, `gguf:<type>`).
+    pub kind: String,
+}
+
+fn ck_err(path: &Path, reason: impl ToString) -> Error {
+    Error::Checkpoint {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Loads any supported checkpoint: our folder, an HF folder (LLaDA or Dream), a `.safetensors`
+/// file inside one of those folders, or a `.gguf` file.
+pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, Error> {
+    let dir = if path.is_file() {
+        path.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    } else {
+        path.to_path_buf()
+    };
+    if !dir.is_dir() {
+        return Err(ck_err(path, "no such checkpoint folder or file"));
+    }
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| ck_err(&cfg_path, e))?;
+    let (config, naming, kind) = match serde_json::from_str::<OwnConfig>(&text) {
+        Ok(own) if own.format == FORMAT => (own.config, Naming::Llada, "ruvdllm".to_string()),
+        _ => {
+            let cfg = Config::from_hf_json(&text)?;
+            match cfg.arch {
+                Arch::Llada => (cfg, Naming::Llada, "hf-llada".to_string()),
+                Arch::Dream => (cfg, Naming::Dream, "hf-dream".to_string()),
+            }
+        }
+    };
+    let files = safetensors_files(&dir)?;
+    // SAFETY: the files are memory-mapped read-only; they must not be modified while mapped.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
+    let src = VarBuilderSource::new(vb, naming);
+    let model = Model::load(&src, &config, dtype, device)?;
+    let tokenizer_dir = dir.join("tokenizer.json").is_file().then(|| dir.clone());
+    Ok(LoadedModel {
+        model,
+        config,
+        tokenizer_dir,
+        kind,
+    })
+}
+
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ck_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ck_err(
+            dir,
+            "no .safetensors files in the checkpoint folder",
+        ));
+    }
+    Ok(files)
+}
+
+/// A model whose weights live in a `VarMap` (trainable). Missing tensors are initialised.
+pub fn trainable(varmap: &VarMap, config: &Config, device: &Device) -> Result<Model, Error> {
+    let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
+    let src = VarBuilderSource::training(vb, Naming::Llada);
+    let mut model = Model::load(&src, config, DType::F32, device)?;
+    model.set_differentiable(true);
+    Ok(model)
+}
+
+/// Writes our checkpoint folder: `config.json` and `model.safetensors` (LLaDA names) in `dtype`.
+pub fn save(varmap: &VarMap, config: &Config, dir: &Path, dtype: DType) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| ck_err(dir, e))?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ck_err(dir, "variable map lock poisoned"))?;
+    let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(data.len());
+    for (name, var) in data.iter() {
+        tensors.push((name.clone(), var.as_tensor().to_dtype(dtype)?));
+    }
+    drop(data);
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let tmp = dir.join(".model.safetensors.tmp");
+    candle_core::safetensors::save(&tensors.into_iter().collect(), &tmp)?;
+    let f = std::fs::File::open(&tmp).map_err(|e| ck_err(&tmp, e))?;
+    f.sync_all().map_err(|e| ck_err(&tmp, e))?;
+    std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| ck_err(dir, e))?;
+    let own = OwnConfig {
+        format: FORMAT.to_string(),
+        config: config.clone(),
+    };
+    let json = serde_json::to_string_pretty(&own).map_err(|e| ck_err(dir, e))?;
+    crate::fsutil::write_atomic(&dir.join("config.json"), json.as_bytes())
+        .map_err(|e| ck_err(dir, e))?;
+    Ok(())
+}
+
+/// Loads our checkpoint's weights into `varmap` (to continue training from it).
+pub fn load_into_varmap(varmap: &mut VarMap, dir: &Path) -> Result<Config, Error> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| ck_err(&cfg_path, e))?;
+    let own: OwnConfig = serde_json::from_str(&text).map_err(|e| ck_err(&cfg_path, e))?;
+    if own.format != FORMAT {
+        return Err(ck_err(&cfg_path, format!("not a {FORMAT} checkpoint")));
+    }
+    varmap.load(dir.join("model.safetensors"))?;
+    Ok(own.config)
+}

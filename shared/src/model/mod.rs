@@ -1,0 +1,43 @@
+//! The masked-diffusion language model (LLaDA architecture) and its checkpoints.
+//!
+//! * [`config`] — presets and HF `config.json` parsing (LLaDA and Dream families);
+//! * [`weights`] — tensor roles, each family's names, weight sources;
+//! * [`layers`] / [`transformer`] — the forward pass (bidirectional, key-padding mask only,
+//!   optional block-wise KV cache);
+//! * [`checkpoint`] — loading the project's own checkpoints and HF folders, saving ours.
+
+pub mod checkpoint;
+pub mod config;
+pub mod layers;
+pub mod transformer;
+pub mod weights;
+
+pub use checkpoint::{LoadedModel, load};
+pub use config::{Arch, Config};
+pub use transformer::{Forward, KvCache, Model};
+pub use weights::{LayerRole, Naming, Role, Weight, WeightSource};
+
+/// Errors from building or loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("tensor `{name}` is missing (expected shape {expected:?})")]
+    MissingTensor { name: String, expected: Vec<usize> },
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("tensor `{name}` (expected shape {expected:?}) could not be loaded: {reason}")]
+    Load {
+        name: String,
+        expected: Vec<usize>,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    Checkpoint { path: String, reason: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}

@@ -1,0 +1,376 @@
+//! The LLaDA transformer: a Llama block stack with bidirectional attention.
+//!
+//! `h = x + attn_out(SDPA(RoPE(q(n)), RoPE(k(n)), v(n)))`, `n = RMSNorm(x)`;
+//! `out = h + down(silu(gate(m)) · up(m))`, `m = RMSNorm(h)`; `logits = head(RMSNorm(out))`.
+//! There is never a causal mask — only a key-padding mask for left-padded batches. GQA and qkv
+//! biases come from the config, so Dream/Qwen2-style checkpoints run through the same code.
+//!
+//! For Fast-dLLM's block-wise caches the model can return the (post-RoPE) keys and values of every
+//! layer, and later recompute only a window of positions while the other positions' keys and
+//! values are read from that cache.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use super::config::Config;
+use super::layers::{Linear, RmsNorm, Rope, softmax_last};
+use super::weights::{LayerRole, Role, WeightSource};
+use crate::denoiser::{Batch, Denoiser};
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Per-layer keys and values `[B, n_kv_heads, L, head_dim]` (keys after RoPE).
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+/// A LLaDA-architecture masked-diffusion model.
+pub struct Model {
+    cfg: Config,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    head: Linear,
+    rope: Rope,
+    device: Device,
+    dtype: DType,
+    differentiable: bool,
+}
+
+/// What a forward computes besides logits.
+pub struct Forward {
+    /// Final hidden states after the last RMSNorm, `[B, Lq, d_model]`.
+    pub hidden: Tensor,
+    /// Logits `[B, Lq, V]` in f32.
+    pub logits: Tensor,
+}
+
+impl Model {
+    /// Builds the model from any weight source. `dtype` is the compute dtype of dense weights.
+    pub fn load(
+        src: &dyn WeightSource,
+        cfg: &Config,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<Self, super::Error> {
+        cfg.validate()?;
+        let d = cfg.d_model;
+        let q_dim = cfg.n_heads * cfg.head_dim;
+        let kv_dim = cfg.n_kv_heads * cfg.head_dim;
+        let dense = |w: super::weights::Weight| -> std::result::Result<super::weights::Weight, super::Error> {
+            Ok(match w {
+                super::weights::Weight::Dense(t) => super::weights::Weight::Dense(t.to_dtype(dtype)?.to_device(device)?),
+                q => q,
+            })
+        };
+        let vec = |role: Role, len: usize| -> std::result::Result<Tensor, super::Error> {
+            Ok(src.vector(role, len)?.to_dtype(dtype)?.to_device(device)?)
+        };
+        let linear = |role: Role,
+                      out: usize,
+                      inp: usize,
+                      bias: Option<Role>|
+         -> std::result::Result<Linear, super::Error> {
+            let w = dense(src.matrix(role, out, inp)?)?;
+            let b = match bias {
+                Some(br) => Some(vec(br, out)?),
+                None => None,
+            };
+            Ok(Linear::new(w, b)?)
+        };
+        let embed = src
+            .matrix(Role::Embed, cfg.vocab_size, d)?
+            .to_dense(dtype)?
+            .to_device(device)?;
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let l = |r| Role::Layer(i, r);
+            let bias = |r| {
+                if cfg.qkv_bias {
+                    Some(Role::Layer(i, r))
+                } else {
+                    None
+                }
+            };
+            blocks.push(Block {
+                attn_norm: RmsNorm::new(vec(l(LayerRole::AttnNorm), d)?, cfg.rms_norm_eps),
+                attn: Attention {
+                    q: linear(l(LayerRole::Q), q_dim, d, bias(LayerRole::QBias))?,
+                    k: linear(l(LayerRole::K), kv_dim, d, bias(LayerRole::KBias))?,
+                    v: linear(l(LayerRole::V), kv_dim, d, bias(LayerRole::VBias))?,
+                    o: linear(l(LayerRole::O), d, q_dim, None)?,
+                },
+                ffn_norm: RmsNorm::new(vec(l(LayerRole::FfnNorm), d)?, cfg.rms_norm_eps),
+                gate: linear(l(LayerRole::Gate), cfg.mlp_hidden, d, None)?,
+                up: linear(l(LayerRole::Up), cfg.mlp_hidden, d, None)?,
+                down: linear(l(LayerRole::Down), d, cfg.mlp_hidden, None)?,
+            });
+        }
+        let norm = RmsNorm::new(vec(Role::FinalNorm, d)?, cfg.rms_norm_eps);
+        let head = linear(Role::Head, cfg.vocab_size, d, None)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            blocks,
+            norm,
+            head,
+            rope: Rope::new(cfg.head_dim, cfg.rope_theta, device)?,
+            device: device.clone(),
+            dtype,
+            differentiable: false,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Use primitive (differentiable) ops instead of candle's fused kernels. Required for training.
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+    }
+
+    /// Positions `0..L` for every row, and no padding: the batch for unpadded canvases.
+    pub fn plain_batch(&self, ids: &Tensor) -> Result<Batch> {
+        let (b, l) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, l as u32, &self.device)?
+            .unsqueeze(0)?
+            .repeat((b, 1))?;
+        Ok(Batch {
+            ids: ids.clone(),
+            positions,
+            key_mask: None,
+        })
+    }
+
+    /// Additive key bias `[B, 1, 1, L]`: 0 for real keys, −∞ for padding.
+    fn key_bias(&self, batch: &Batch) -> Result<Option<Tensor>> {
+        let Some(mask) = &batch.key_mask else {
+            return Ok(None);
+        };
+        let (b, l) = mask.dims2()?;
+        let zeros = Tensor::zeros((b, l), DType::F32, &self.device)?;
+        let ninf = Tensor::full(f32::NEG_INFINITY, (b, l), &self.device)?;
+        let bias = mask.ne(0u8)?.where_cond(&zeros, &ninf)?;
+        Ok(Some(bias.reshape((b, 1, 1, l))?))
+    }
+
+    /// Full forward over the canvas. With `cache`, also records every layer's keys and values.
+    pub fn forward_full(&self, batch: &Batch, mut cache: Option<&mut KvCache>) -> Result<Forward> {
+        let (b, l) = batch.ids.dims2()?;
+        let mut x = self
+            .embed
+            .index_select(&batch.ids.flatten_all()?, 0)?
+            .reshape((b, l, self.cfg.d_model))?;
+        let (cos, sin) = self.rope.tables(&batch.positions)?;
+        let bias = self.key_bias(batch)?;
+        if let Some(c) = cache.as_deref_mut() {
+            c.layers.clear();
+        }
+        for block in &self.blocks {
+            let (y, kv) = self.block_forward(block, &x, &cos, &sin, bias.as_ref(), None)?;
+            if let Some(c) = cache.as_deref_mut() {
+                c.layers.push(kv);
+            }
+            x = y;
+        }
+        self.finish(&x)
+    }
+
+    /// Recomputes positions `[start, start + len)`; the other positions' keys and values come from
+    /// `cache`, and the window's fresh keys and values are written into it.
+    pub fn forward_window(
+        &self,
+        batch: &Batch,
+        start: usize,
+        len: usize,
+        cache: &mut KvCache,
+    ) -> Result<Forward> {
+        let (b, l) = batch.ids.dims2()?;
+        if start + len > l || len == 0 {
+            candle_core::bail!(
+                "window [{start}, {}) outside canvas of length {l}",
+                start + len
+            );
+        }
+        if cache.layers.len() != self.blocks.len() {
+            candle_core::bail!(
+                "cache has {} layers, model has {}",
+                cache.layers.len(),
+                self.blocks.len()
+            );
+        }
+        let ids = batch.ids.narrow(1, start, len)?.contiguous()?;
+        let mut x =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, len, self.cfg.d_model))?;
+        let (cos, sin) = self
+            .rope
+            .tables(&batch.positions.narrow(1, start, len)?.contiguous()?)?;
+        let bias = self.key_bias(batch)?;
+        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let (y, fresh) =
+                self.block_forward(block, &x, &cos, &sin, bias.as_ref(), Some((start, &*kv)))?;
+            *kv = fresh;
+            x = y;
+        }
+        self.finish(&x)
+    }
+
+    fn finish(&self, x: &Tensor) -> Result<Forward> {
+        let hidden = self.norm.forward(x, self.differentiable)?;
+        let logits = self.head.forward(&hidden)?.to_dtype(DType::F32)?;
+        Ok(Forward { hidden, logits })
+    }
+
+    /// One block. With `window = Some((start, cache))`, `x` holds only the window's rows and the
+    /// returned keys/values are the full-length ones with the window spliced in.
+    fn block_forward(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: Option<&Tensor>,
+        window: Option<(usize, &(Tensor, Tensor))>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let cfg = &self.cfg;
+        let (b, lq, _) = x.dims3()?;
+        let diff = self.differentiable;
+        let n = block.attn_norm.forward(x, diff)?;
+        let q = block
+            .attn
+            .q
+            .forward(&n)?
+            .reshape((b, lq, cfg.n_heads, cfg.head_dim))?
+            .transpose(1, 2)?;
+        let k = block
+            .attn
+            .k
+            .forward(&n)?
+            .reshape((b, lq, cfg.n_kv_heads, cfg.head_dim))?
+            .transpose(1, 2)?;
+        let v = block
+            .attn
+            .v
+            .forward(&n)?
+            .reshape((b, lq, cfg.n_kv_heads, cfg.head_dim))?
+            .transpose(1, 2)?;
+        let q = self.rope.apply(&q.contiguous()?, cos, sin, diff)?;
+        let k = self.rope.apply(&k.contiguous()?, cos, sin, diff)?;
+        let v = v.contiguous()?;
+        let (k_all, v_all) = match window {
+            None => (k, v),
+            Some((start, (ck, cv))) => (splice(ck, &k, start)?, splice(cv, &v, start)?),
+        };
+        let attn = self.attention(&q, &k_all, &v_all, bias)?;
+        let attn = attn
+            .transpose(1, 2)?
+            .reshape((b, lq, cfg.n_heads * cfg.head_dim))?;
+        let h = (x + block.attn.o.forward(&attn)?)?;
+        let m = block.ffn_norm.forward(&h, diff)?;
+        let gate = candle_nn::ops::silu(&block.gate.forward(&m)?)?;
+        let ff = block.down.forward(&(gate * block.up.forward(&m)?)?)?;
+        Ok(((h + ff)?, (k_all, v_all)))
+    }
+
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let rep = cfg.n_heads / cfg.n_kv_heads;
+        let (k, v) = if rep == 1 {
+            (k.clone(), v.clone())
+        } else {
+            (repeat_kv(k, rep)?, repeat_kv(v, rep)?)
+        };
+        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        if let Some(bias) = bias {
+            scores = scores.broadcast_add(&bias.to_dtype(scores.dtype())?)?;
+        }
+        let probs = softmax_last(&scores, self.differentiable)?;
+        probs.matmul(&v)
+    }
+}
+
+/// `cache` with rows `[start, start + fresh_len)` of dim 2 replaced by `fresh`.
+fn splice(cache: &Tensor, fresh: &Tensor, start: usize) -> Result<Tensor> {
+    let l = cache.dim(2)?;
+    let len = fresh.dim(2)?;
+    let mut parts = Vec::with_capacity(3);
+    if start > 0 {
+        parts.push(cache.narrow(2, 0, start)?);
+    }
+    parts.push(fresh.clone());
+    if start + len < l {
+        parts.push(cache.narrow(2, start + len, l - start - len)?);
+    }
+    Tensor::cat(&parts, 2)?.contiguous()
+}
+
+fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+    let (b, h, l, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, h, rep, l, d))?
+        .reshape((b, h * rep, l, d))
+}
+
+impl Denoiser for Model {
+    type Cache = KvCache;
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn shift_logits(&self) -> bool {
+        self.cfg.shift_logits
+    }
+
+    fn forward(&self, batch: &Batch) -> Result<Tensor> {
+        Ok(self.forward_full(batch, None)?.logits)
+    }
+
+    fn forward_cached(&self, batch: &Batch) -> Result<(Tensor, KvCache)> {
+        let mut cache = KvCache { layers: Vec::new() };
+        let out = self.forward_full(batch, Some(&mut cache))?;
+        Ok((out.logits, cache))
+    }
+
+    fn forward_window(
+        &self,
+        batch: &Batch,
+        start: usize,
+        len: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        Ok(Model::forward_window(self, batch, start, len, cache)?.logits)
+    }
+}
