@@ -20,3 +20,5 @@ pub mod fsutil;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod tokens;
+#[cfg(feature = "model")]
+pub mod train;

@@ -142,3 +142,39 @@ pub fn load_into_varmap(varmap: &mut VarMap, dir: &Path) -> Result<Config, Error
     varmap.load(dir.join("model.safetensors"))?;
     Ok(own.config)
 }
+
+/// Re-initialises every matrix in `varmap` with N(0, std²) drawn from a ChaCha stream keyed by
+/// `seed` (variables visited in name order), so a from-scratch run is reproducible: candle's CPU
+/// random generator cannot be seeded. Vectors (norm weights, biases) are left as initialised.
+pub fn seeded_init(varmap: &VarMap, seed: u64, std: f64) -> Result<(), Error> {
+    use rand::{RngCore, SeedableRng};
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Config("variable map lock poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut unit = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    for name in names {
+        let var = &data[name];
+        if var.rank() != 2 {
+            continue;
+        }
+        let n = var.elem_count();
+        let mut values = Vec::with_capacity(n);
+        while values.len() < n {
+            // Box–Muller: two normals from two uniforms in (0, 1).
+            let (u1, u2) = (unit(), unit());
+            let r = (-2.0 * u1.ln()).sqrt() * std;
+            let a = 2.0 * std::f64::consts::PI * u2;
+            values.push((r * a.cos()) as f32);
+            if values.len() < n {
+                values.push((r * a.sin()) as f32);
+            }
+        }
+        let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}

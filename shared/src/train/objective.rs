@@ -1,0 +1,162 @@
+//! LLaDA's training objective.
+//!
+//! `t ~ U(0,1)` per row; each maskable token is replaced by `[MASK]` with probability
+//! `p = (1−ε)t + ε` (ε = 1e-3); the loss is the cross-entropy of the clean token at masked positions,
+//! weighted by `1/p`. Pretraining divides the sum by `B·L`; SFT divides each row's sum by its answer
+//! length (answer + EOS padding) and averages the rows.
+
+use candle_core::{D, DType, Device, Result, Tensor};
+use rand::RngCore;
+
+use super::batch::PackedBatch;
+use super::unit_f64;
+use crate::denoiser::Batch;
+use crate::model::Model;
+
+/// Which normalisation the loss uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// Σ CE/p over the batch, divided by B·L.
+    Pretrain,
+    /// Per row Σ CE/p divided by the row's answer length, averaged over rows.
+    Sft,
+}
+
+/// The noised batch and the per-token weights of the loss.
+pub struct Noised {
+    pub noisy: Vec<Vec<u32>>,
+    /// Flat indices (row·L + col) of masked positions, their clean targets and weights.
+    pub index: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+pub const EPS: f64 = 1e-3;
+
+/// Draws the forward process for one batch. `t_range` restricts `t` (TALoRA bands train inside
+/// their band); `(0, 1)` is the plain objective.
+pub fn noise(
+    batch: &PackedBatch,
+    mask_id: u32,
+    objective: Objective,
+    t_range: (f64, f64),
+    rng: &mut impl RngCore,
+) -> Noised {
+    let (b, l) = (batch.len(), batch.seq_len());
+    let mut noisy = batch.ids.clone();
+    let (mut index, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..b {
+        let t = t_range.0 + (t_range.1 - t_range.0) * unit_f64(rng);
+        let p = (1.0 - EPS) * t + EPS;
+        let norm = match objective {
+            Objective::Pretrain => (b * l) as f64,
+            Objective::Sft => (batch.answer_len[r] * b) as f64,
+        };
+        for c in 0..l {
+            if batch.maskable[r][c] && unit_f64(rng) < p {
+                noisy[r][c] = mask_id;
+                index.push((r * l + c) as u32);
+                targets.push(batch.ids[r][c]);
+                weights.push((1.0 / (p * norm)) as f32);
+            }
+        }
+    }
+    Noised {
+        noisy,
+        index,
+        targets,
+        weights,
+    }
+}
+
+/// Weighted cross-entropy at the given flat positions of `logits` `[B, L, V]`.
+pub fn weighted_ce(
+    logits: &Tensor,
+    index: &[u32],
+    targets: &[u32],
+    weights: &[f32],
+    device: &Device,
+) -> Result<Tensor> {
+    if index.is_empty() {
+        return Tensor::zeros((), DType::F32, device);
+    }
+    let (b, l, v) = logits.dims3()?;
+    let rows = logits
+        .reshape((b * l, v))?
+        .index_select(&Tensor::new(index, device)?, 0)?;
+    let logp = candle_nn::ops::log_softmax(&rows, D::Minus1)?;
+    let tgt = Tensor::new(targets, device)?.unsqueeze(1)?;
+    let ce = logp.gather(&tgt, 1)?.squeeze(1)?.neg()?;
+    (ce * Tensor::new(weights, device)?)?.sum_all()
+}
+
+/// One evaluation of the objective on `batch`: returns the scalar loss tensor (differentiable when
+/// the model is).
+pub fn masked_diffusion_loss(
+    model: &Model,
+    batch: &PackedBatch,
+    objective: Objective,
+    t_range: (f64, f64),
+    rng: &mut impl RngCore,
+) -> Result<Tensor> {
+    let dev = model.device().clone();
+    let mask_id = model.config().specials.mask;
+    let n = noise(batch, mask_id, objective, t_range, rng);
+    let flat: Vec<u32> = n.noisy.iter().flatten().copied().collect();
+    let ids = Tensor::from_vec(flat, (batch.len(), batch.seq_len()), &dev)?;
+    let fwd = model.forward_full(&model.plain_batch(&ids)?, None)?;
+    weighted_ce(&fwd.logits, &n.index, &n.targets, &n.weights, &dev)
+}
+
+/// Forward on an explicit canvas (used by likelihood and tests).
+pub fn logits_for(model: &Model, canvas: &[Vec<u32>]) -> Result<Tensor> {
+    let dev = model.device();
+    let l = canvas.first().map_or(0, Vec::len);
+    let flat: Vec<u32> = canvas.iter().flatten().copied().collect();
+    let ids = Tensor::from_vec(flat, (canvas.len(), l), dev)?;
+    let batch: Batch = model.plain_batch(&ids)?;
+    Ok(model.forward_full(&batch, None)?.logits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::SpecialTokens;
+    use crate::train::batch::{Example, pack};
+    use rand::SeedableRng;
+
+    #[test]
+    fn masking_rate_follows_t_and_weights_are_inverse_p() {
+        let s = SpecialTokens::BYTE;
+        let ex: Vec<Example> = (0..64)
+            .map(|_| Example {
+                prompt: vec![],
+                answer: vec![7; 63],
+            })
+            .collect();
+        let b = pack(&ex, 64, s, true);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let n = noise(&b, s.mask, Objective::Pretrain, (0.0, 1.0), &mut rng);
+        // E[p] = 0.5 → about half of 64·63 maskable positions.
+        let frac = n.index.len() as f64 / (64.0 * 63.0);
+        assert!((0.4..0.6).contains(&frac), "masked fraction {frac}");
+        // BOS never masked; weights are 1/(p·B·L) ≥ 1/(B·L).
+        assert!(n.noisy.iter().all(|r| r[0] == s.bos));
+        assert!(n.weights.iter().all(|&w| w >= 1.0 / (64.0 * 64.0) - 1e-9));
+        // A band restricts the masking rate.
+        let n = noise(&b, s.mask, Objective::Pretrain, (0.0, 0.1), &mut rng);
+        let frac = n.index.len() as f64 / (64.0 * 63.0);
+        assert!(frac < 0.1, "masked fraction {frac} with t < 0.1");
+    }
+
+    #[test]
+    fn weighted_ce_matches_hand_computation() -> Result<()> {
+        let dev = Device::Cpu;
+        // One row, two positions, vocab 2.
+        let logits = Tensor::new(&[[[0f32, 0.0], [2.0, 0.0]]], &dev)?;
+        let loss = weighted_ce(&logits, &[0, 1], &[1, 0], &[1.0, 2.0], &dev)?.to_scalar::<f32>()?;
+        let expected = 2f32.ln() + 2.0 * (1.0 + (-2f32).exp()).ln();
+        assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+        Ok(())
+    }
+}
