@@ -151,6 +151,15 @@ impl FromStr for Dtype {
     }
 }
 
+/// llama.cpp's name of a ggml type (`q4_k`, `q8_0`, `f16`, …).
+pub fn ggml_name(t: GgmlDType) -> String {
+    let s = format!("{t:?}").to_lowercase();
+    match s.strip_suffix('k') {
+        Some(stem) if stem.starts_with('q') => format!("{stem}_k"),
+        _ => s,
+    }
+}
+
 fn file_err(path: &Path, reason: impl ToString) -> Error {
     Error::File {
         path: path.display().to_string(),
@@ -192,7 +201,7 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, s
     let (src, config) = open(path, device)?;
     let q = Role::Layer(0, LayerRole::Q);
     let kind = match src.dtype_of(q) {
-        Some(t) => format!("gguf:{}", format!("{t:?}").to_lowercase()),
+        Some(t) => format!("gguf:{}", ggml_name(t)),
         None => "gguf".to_string(),
     };
     let model = Model::load(&src, &config, dtype, device)?;

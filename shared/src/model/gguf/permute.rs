@@ -110,6 +110,39 @@ mod tests {
         }
     }
 
+    /// The point of the permutation: llama.cpp's "normal" RoPE (adjacent pairs, candle's
+    /// `rope_i`) on the permuted features equals HF's half-split RoPE on the original ones.
+    #[test]
+    fn interleaved_rope_on_permuted_features_equals_half_rope() -> candle_core::Result<()> {
+        use candle_core::{Device, Tensor};
+        let (dev, l, d) = (Device::Cpu, 5, 8);
+        let x: Vec<f32> = (0..l * d)
+            .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
+            .collect();
+        let x = Tensor::from_vec(x, (1, 1, l, d), &dev)?;
+        let inv: Vec<f32> = (0..d / 2)
+            .map(|j| 1.0 / 10_000f32.powf(2.0 * j as f32 / d as f32))
+            .collect();
+        let pos = Tensor::arange(0f32, l as f32, &dev)?.reshape((l, 1))?;
+        let angles = pos.broadcast_mul(&Tensor::new(inv, &dev)?.reshape((1, d / 2))?)?;
+        let (cos, sin) = (angles.cos()?, angles.sin()?);
+        let idx = |dir| -> candle_core::Result<Tensor> {
+            let m: Vec<u32> = row_map(d, 1, dir)
+                .unwrap()
+                .into_iter()
+                .map(|i| i as u32)
+                .collect();
+            Tensor::new(m, &dev)
+        };
+        let hf = candle_nn::rotary_emb::rope(&x, &cos, &sin)?;
+        let xg = x.index_select(&idx(Direction::ToGguf)?, 3)?;
+        let gg = candle_nn::rotary_emb::rope_i(&xg, &cos, &sin)?;
+        let back = gg.index_select(&idx(Direction::FromGguf)?, 3)?;
+        let diff = (back - hf)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{diff}");
+        Ok(())
+    }
+
     #[test]
     fn rejects_bad_shapes() {
         assert_eq!(
