@@ -2,6 +2,8 @@
 //! hold the same random weights; `checkpoint::load` must give the same logits for all of them, and
 //! for the GGUF conversion of each.
 
+#![cfg(feature = "model")]
+
 mod common;
 
 use common::*;

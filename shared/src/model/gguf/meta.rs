@@ -243,6 +243,22 @@ pub fn config(meta: &Meta, qkv_bias: bool) -> Result<Config, Error> {
             .unwrap_or(arch == Arch::Dream),
         specials,
     };
+    // Sizes derived from the metadata must not overflow: tensor shapes are computed from them
+    // before they are checked against the file's tensor table.
+    let products = [
+        ("attention.head_count", cfg.n_heads, cfg.head_dim),
+        ("attention.head_count_kv", cfg.n_kv_heads, cfg.head_dim),
+        ("embedding_length", cfg.vocab_size, cfg.d_model),
+        ("feed_forward_length", cfg.mlp_hidden, cfg.d_model),
+    ];
+    for (name, a, b) in products {
+        if a.checked_mul(b).is_none_or(|n| n > isize::MAX as usize) {
+            return Err(Error::Invalid {
+                key: k(name),
+                reason: format!("{a} × {b} overflows"),
+            });
+        }
+    }
     cfg.validate().map_err(|e| Error::Invalid {
         key: ARCHITECTURE.into(),
         reason: e.to_string(),
@@ -347,6 +363,13 @@ mod tests {
         m.insert(ARCHITECTURE.into(), Value::String("llama".into()));
         let e = config(&Meta(&m), false).unwrap_err();
         assert!(matches!(e, Error::UnknownArch { ref arch } if arch == "llama"));
+
+        let mut m = map(&Config::llada_8b());
+        m.insert("llada.attention.head_count".into(), Value::U64(1 << 40));
+        m.insert("llada.attention.key_length".into(), Value::U64(1 << 40));
+        m.insert("llada.rope.dimension_count".into(), Value::U64(1 << 40));
+        let e = config(&Meta(&m), false).unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{e}");
     }
 
     #[test]
