@@ -25,6 +25,9 @@
 //!   false` and `tokenizer.ggml.mask_token_id`, and writes no shift key: `llama-diffusion-cli`
 //!   treats a missing `diffusion.shift_logits` as true. Dream's vocabulary size is the length of
 //!   `tokenizer.ggml.tokens`. Special ids are `tokenizer.ggml.{bos,eos,padding,mask,eot}_token_id`.
+//!   `LLaDAModel` writes no mask key itself (only the tokenizer's special-token map can), so the
+//!   loader falls back to the id of the `<|mdm_mask|>` token in the token list; a missing
+//!   bos/pad id falls back to eos.
 //! * RoPE: `llama_model_rope_type` (`src/llama-model.cpp`) lists `LLM_ARCH_LLADA` under
 //!   `LLAMA_ROPE_TYPE_NORM` (adjacent pairs) and `LLM_ARCH_DREAM` under `LLAMA_ROPE_TYPE_NEOX`
 //!   (halves). So `LLaDAModel.modify_tensors` permutes `q_proj.{weight,bias}` with `n_head` and
