@@ -38,7 +38,7 @@
 //!
 //! # What this module writes
 //!
-//! [`write`] emits those names and keys, permuted q/k for `llada`, every 2-D weight in one type
+//! [`write()`] emits those names and keys, permuted q/k for `llada`, every 2-D weight in one type
 //! (like `llama-quantize --pure`; a weight whose rows do not split into blocks falls back to F16).
 //! Differences: candle's writer emits GGUF version 2 (llama.cpp: 3); the vocabulary is written
 //! only for the built-in byte tokenizer (as a SentencePiece-style byte vocabulary), otherwise only
@@ -87,7 +87,7 @@ pub enum Error {
     UnknownDtype(String),
 }
 
-/// The tensor types [`write`] produces (those `convert_hf_to_gguf.py` and `llama-quantize` do and
+/// The tensor types [`write()`] produces (those `convert_hf_to_gguf.py` and `llama-quantize` do and
 /// candle can quantize to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
