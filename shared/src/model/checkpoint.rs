@@ -1,6 +1,6 @@
 //! Checkpoints on disk: the project's own (a folder with `config.json` + `model.safetensors`, LLaDA
 //! tensor names), HF folders of the LLaDA and Dream families (memory-mapped safetensors, possibly
-//! sharded).
+//! sharded), and — dispatched by extension — llama.cpp GGUF files ([`super::gguf`]).
 
 use std::path::{Path, PathBuf};
 
@@ -39,9 +39,19 @@ fn ck_err(path: &Path, reason: impl ToString) -> Error {
     }
 }
 
-/// Loads any supported checkpoint: our folder, an HF folder (LLaDA or Dream), a `.safetensors`
-/// file inside one of those folders, or a `.gguf` file.
-pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, Error> {
+/// A checkpoint folder resolved on disk: its config, which tensor names it uses, and its files.
+pub struct Opened {
+    pub config: Config,
+    pub naming: Naming,
+    /// `ruvdllm`, `hf-llada` or `hf-dream`.
+    pub kind: String,
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+}
+
+/// Resolves a safetensors checkpoint (our folder, an HF folder, or a `.safetensors` file inside
+/// one) without reading any weights.
+pub fn open(path: &Path) -> Result<Opened, Error> {
     let dir = if path.is_file() {
         path.parent()
             .map(Path::to_path_buf)
@@ -65,6 +75,31 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, E
         }
     };
     let files = safetensors_files(&dir)?;
+    Ok(Opened {
+        config,
+        naming,
+        kind,
+        dir,
+        files,
+    })
+}
+
+/// Loads any supported checkpoint: our folder, an HF folder (LLaDA or Dream), a `.safetensors`
+/// file inside one of those folders, or a `.gguf` file (llama.cpp's `llada` / `dream` layout).
+pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, Error> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return super::gguf::load(path, dtype, device);
+    }
+    let Opened {
+        config,
+        naming,
+        kind,
+        dir,
+        files,
+    } = open(path)?;
     // SAFETY: the files are memory-mapped read-only; they must not be modified while mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
     let src = VarBuilderSource::new(vb, naming);

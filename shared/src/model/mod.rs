@@ -4,10 +4,12 @@
 //! * [`weights`] — tensor roles, each family's names, weight sources;
 //! * [`layers`] / [`transformer`] — the forward pass (bidirectional, key-padding mask only,
 //!   optional block-wise KV cache);
-//! * [`checkpoint`] — loading the project's own checkpoints and HF folders, saving ours.
+//! * [`checkpoint`] — loading the project's own checkpoints and HF folders, saving ours;
+//! * [`gguf`] — llama.cpp GGUF files of the `llada` and `dream` architectures (read and write).
 
 pub mod checkpoint;
 pub mod config;
+pub mod gguf;
 pub mod layers;
 pub mod transformer;
 pub mod weights;
@@ -38,6 +40,8 @@ pub enum Error {
     },
     #[error("{path}: {reason}")]
     Checkpoint { path: String, reason: String },
+    #[error(transparent)]
+    Gguf(#[from] gguf::Error),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
