@@ -1,12 +1,14 @@
 //! The seeded generator: builds both worlds once, then serves every split from them.
 //!
-//! All sampling is by *epochs*: a stream walks a shuffled permutation of the units it may use and
-//! reshuffles when it runs out, so `n >= units` covers every fact (a node sees its whole shard) and
-//! a list is always a prefix of a longer list with the same arguments.
+//! Construction draws the pretraining world's tables, then the fine-tuning world's from the same
+//! name deck (so no entity is shared), then partitions each fine-tuning table into the units nodes
+//! train on and the units held-out queries use. Every request derives its own stream from the seed
+//! and its arguments, so requests are independent of each other and of call order.
 
 use std::collections::HashMap;
 
 use super::names::NameDeck;
+use super::sampling::{Mixed, Samples, render};
 use super::stream::Stream;
 use super::table::{Builder, Heldout, Table, Tier};
 use super::{Domain, Error, Sample, Split, arithmetic, calendar, code, facts, sentences};
@@ -43,10 +45,29 @@ struct Tables {
     group_rank: HashMap<usize, usize>,
 }
 
-/// The built-in data generator. Cheap to clone-by-rebuilding: construction takes milliseconds.
+impl Tables {
+    /// The table and unit list behind `split`.
+    fn units(&self, split: Split) -> (&dyn Table, Vec<u32>) {
+        match split {
+            Split::Pretrain => (&*self.pretrain, (0..self.pretrain.len() as u32).collect()),
+            Split::Finetune => (&*self.finetune, self.train.clone()),
+            Split::HeldOut => (&*self.finetune, self.heldout.clone()),
+        }
+    }
+}
+
+/// The built-in data generator (construction takes a few milliseconds).
 pub struct Generator {
     seed: u64,
     tables: Vec<Tables>,
+}
+
+impl std::fmt::Debug for Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator")
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Generator {
@@ -76,33 +97,50 @@ impl Generator {
         &self.tables[domain.index()]
     }
 
-    /// `n` samples of `domain` from `split` (fine-tuning: all shards together).
-    pub fn samples(&self, split: Split, domain: Domain, n: usize) -> Vec<Sample> {
-        let t = self.tables(domain);
-        match split {
-            Split::Pretrain => {
-                let units: Vec<u32> = (0..t.pretrain.len() as u32).collect();
-                self.draw(
-                    domain,
-                    &*t.pretrain,
-                    &units,
-                    n,
-                    &format!("samples/pretrain/{domain}"),
-                )
-            }
-            Split::Finetune => self.draw(
-                domain,
-                &*t.finetune,
-                &t.train,
-                n,
-                &format!("samples/finetune/{domain}"),
-            ),
-            Split::HeldOut => self.heldout(domain, n),
-        }
+    /// An endless stream of `domain` samples from `split` (fine-tuning: all shards together).
+    pub fn stream(&self, split: Split, domain: Domain) -> Samples<'_> {
+        let (table, units) = self.tables(domain).units(split);
+        let rng = Stream::new(self.seed, &format!("samples/{split}/{domain}"));
+        Samples::new(domain, table, units, rng)
     }
 
-    /// `n` fine-tuning samples of node `shard` out of `n_shards` nodes that share `domain`.
-    /// Shards are disjoint and together cover the domain's fine-tuning data.
+    /// An endless stream of node `shard`'s fine-tuning samples, out of `n_shards` nodes sharing
+    /// `domain`. Shards are disjoint and together cover the domain's fine-tuning data.
+    pub fn shard_stream(
+        &self,
+        domain: Domain,
+        shard: usize,
+        n_shards: usize,
+    ) -> Result<Samples<'_>, Error> {
+        let units = self.shard_units(domain, shard, n_shards)?;
+        let rng = Stream::new(
+            self.seed,
+            &format!("samples/finetune/{domain}/{shard}/{n_shards}"),
+        );
+        Ok(Samples::new(
+            domain,
+            &*self.tables(domain).finetune,
+            units,
+            rng,
+        ))
+    }
+
+    /// An endless stream of pretraining samples, domains interleaved in [`Domain::ALL`] order.
+    pub fn pretrain_stream(&self) -> Mixed<'_> {
+        Mixed::new(
+            Domain::ALL
+                .iter()
+                .map(|&d| self.stream(Split::Pretrain, d))
+                .collect(),
+        )
+    }
+
+    /// The first `n` samples of [`Generator::stream`].
+    pub fn samples(&self, split: Split, domain: Domain, n: usize) -> Vec<Sample> {
+        self.stream(split, domain).take(n).collect()
+    }
+
+    /// The first `n` samples of [`Generator::shard_stream`].
     pub fn finetune_shard(
         &self,
         domain: Domain,
@@ -110,33 +148,20 @@ impl Generator {
         n_shards: usize,
         n: usize,
     ) -> Result<Vec<Sample>, Error> {
-        let units = self.shard_units(domain, shard, n_shards)?;
-        let label = format!("samples/finetune/{domain}/{shard}/{n_shards}");
-        Ok(self.draw(domain, &*self.tables(domain).finetune, &units, n, &label))
+        Ok(self
+            .shard_stream(domain, shard, n_shards)?
+            .take(n)
+            .collect())
     }
 
     /// `n` held-out queries of `domain`.
     pub fn heldout(&self, domain: Domain, n: usize) -> Vec<Sample> {
-        let t = self.tables(domain);
-        self.draw(
-            domain,
-            &*t.finetune,
-            &t.heldout,
-            n,
-            &format!("samples/heldout/{domain}"),
-        )
+        self.samples(Split::HeldOut, domain, n)
     }
 
-    /// `n` pretraining samples with the domains interleaved in [`Domain::ALL`] order.
+    /// The first `n` samples of [`Generator::pretrain_stream`].
     pub fn pretrain_mixed(&self, n: usize) -> Vec<Sample> {
-        let per_domain = n.div_ceil(Domain::ALL.len());
-        let mut lists: Vec<std::vec::IntoIter<Sample>> = Domain::ALL
-            .iter()
-            .map(|&d| self.samples(Split::Pretrain, d, per_domain).into_iter())
-            .collect();
-        (0..n)
-            .filter_map(|i| lists[i % Domain::ALL.len()].next())
-            .collect()
+        self.pretrain_stream().take(n).collect()
     }
 
     /// Number of distinct units (facts or problems) `split` draws from in `domain`.
@@ -151,16 +176,8 @@ impl Generator {
 
     /// Every unit of `split` in `domain` exactly once, in table order (e.g. a full evaluation set).
     pub fn all(&self, split: Split, domain: Domain) -> Vec<Sample> {
-        let t = self.tables(domain);
-        let label = format!("all/{split}/{domain}");
-        match split {
-            Split::Pretrain => {
-                let units: Vec<u32> = (0..t.pretrain.len() as u32).collect();
-                self.render_all(domain, &*t.pretrain, &units, &label)
-            }
-            Split::Finetune => self.render_all(domain, &*t.finetune, &t.train, &label),
-            Split::HeldOut => self.render_all(domain, &*t.finetune, &t.heldout, &label),
-        }
+        let (table, units) = self.tables(domain).units(split);
+        self.render_all(domain, table, &units, &format!("all/{split}/{domain}"))
     }
 
     /// Every unit of one fine-tuning shard exactly once, in table order.
@@ -224,35 +241,6 @@ impl Generator {
             .collect())
     }
 
-    fn draw(
-        &self,
-        domain: Domain,
-        table: &dyn Table,
-        units: &[u32],
-        n: usize,
-        label: &str,
-    ) -> Vec<Sample> {
-        if units.is_empty() {
-            return Vec::new();
-        }
-        let mut rng = Stream::new(self.seed, label);
-        let mut order = units.to_vec();
-        let mut pos = 0;
-        (0..n)
-            .map(|_| {
-                if pos == order.len() {
-                    pos = 0;
-                }
-                // Incremental Fisher–Yates: position `pos` gets a uniform pick of the rest.
-                let j = pos + rng.index(order.len() - pos);
-                order.swap(pos, j);
-                let unit = order[pos] as usize;
-                pos += 1;
-                sample(domain, table, unit, &mut rng)
-            })
-            .collect()
-    }
-
     fn render_all(
         &self,
         domain: Domain,
@@ -263,7 +251,7 @@ impl Generator {
         let mut rng = Stream::new(self.seed, label);
         units
             .iter()
-            .map(|&u| sample(domain, table, u as usize, &mut rng))
+            .map(|&u| render(domain, table, u as usize, &mut rng))
             .collect()
     }
 }
@@ -271,15 +259,6 @@ impl Generator {
 impl Default for Generator {
     fn default() -> Self {
         Self::new(super::DEFAULT_SEED)
-    }
-}
-
-fn sample(domain: Domain, table: &dyn Table, unit: usize, rng: &mut Stream) -> Sample {
-    let (prompt, answer) = table.render(unit, rng);
-    Sample {
-        domain: Some(domain),
-        prompt,
-        answer,
     }
 }
 

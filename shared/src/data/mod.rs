@@ -23,6 +23,7 @@ pub mod corpus;
 mod facts;
 mod generator;
 mod names;
+mod sampling;
 mod sentences;
 mod stream;
 mod table;
@@ -34,6 +35,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use generator::Generator;
+pub use sampling::{Mixed, Samples};
 
 /// The seed every command uses unless told otherwise.
 pub const DEFAULT_SEED: u64 = 0x5EED_D11A;

@@ -368,3 +368,29 @@ const GOLDEN: &[&str] = &[
     "shard1of2/facts: The capital of Sainze is Lusral.",
     "shard1of2/facts: The currency of Krolrus is the pousbrul.",
 ];
+
+#[test]
+fn streams_cycle_in_epochs() {
+    let g = generator();
+    let stream = g.stream(Split::Pretrain, Domain::Facts);
+    let epoch = stream.epoch_len();
+    assert_eq!(epoch, g.units(Split::Pretrain, Domain::Facts));
+    let mut counts = std::collections::HashMap::new();
+    for s in stream.take(3 * epoch) {
+        *counts.entry(s.text()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), epoch);
+    assert!(counts.values().all(|&c| c == 3));
+    // Epochs are reshuffled, not repeated.
+    let two: Vec<Sample> = g.stream(Split::Finetune, Domain::Facts).take(96).collect();
+    assert_ne!(two[..48], two[48..]);
+    let shard = g.shard_stream(Domain::Sentences, 0, 2).unwrap();
+    assert_eq!(
+        shard.epoch_len(),
+        g.shard_all(Domain::Sentences, 0, 2).unwrap().len()
+    );
+    assert_eq!(
+        g.pretrain_stream().take(7).collect::<Vec<_>>(),
+        g.pretrain_mixed(7)
+    );
+}
