@@ -165,6 +165,20 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "model"))]
+    #[test]
+    fn hf_folders_need_the_model_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+        match load(Some(dir.path())) {
+            Err(Error::HfUnavailable { path }) => {
+                assert_eq!(path, dir.path().join("tokenizer.json"))
+            }
+            Err(other) => panic!("expected HfUnavailable, got {other:?}"),
+            Ok(_) => panic!("loaded an HF tokenizer without the model feature"),
+        }
+    }
+
     #[test]
     fn packs_bos_prompt_answer_eos_padding() {
         let tok = ByteTokenizer;

@@ -15,6 +15,23 @@
 //! Everything derives from ChaCha streams through raw words (see `stream`), so the same seed gives
 //! the same samples on every platform and crate version; a golden test pins them. Every sample
 //! (prompt + answer) fits in [`MAX_SAMPLE_BYTES`], so a 64-token canvas holds it with BOS/EOS.
+//!
+//! ```
+//! use ruvdllm::data::{DEFAULT_SEED, Domain, Generator, Split};
+//!
+//! let data = Generator::new(DEFAULT_SEED);
+//! let base: Vec<_> = data.pretrain_mixed(1_000); // all domains, interleaved
+//! // Two nodes fine-tune on the facts domain, each on its own half of the new facts …
+//! let node_a = data.finetune_shard(Domain::Facts, 0, 2, 256)?;
+//! let node_b = data.finetune_shard(Domain::Facts, 1, 2, 256)?;
+//! // … and both are evaluated on queries over the union.
+//! for query in data.all(Split::HeldOut, Domain::Facts) {
+//!     assert_eq!(Domain::detect(&query.text()), Some(Domain::Facts));
+//!     assert!(node_a.iter().chain(&node_b).any(|s| s == &query));
+//! }
+//! # assert_eq!(base.len(), 1_000);
+//! # Ok::<(), ruvdllm::data::Error>(())
+//! ```
 
 mod arithmetic;
 mod calendar;

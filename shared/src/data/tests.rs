@@ -97,11 +97,10 @@ fn computed_answers_are_correct() {
 }
 
 #[test]
-fn calendar_answers_follow_the_month_table() {
-    // Recover the fine-tuning calendar's month lengths from the samples themselves: "M d + 1 day"
-    // must land on "M d+1" or on day 1 of the next month, and the last day must be consistent.
+fn calendar_answers_follow_one_consistent_month_table() {
+    // Recover each calendar's month lengths (the largest starting day) and month order (where a
+    // crossing lands) from the samples themselves, then recompute every answer from that table.
     let g = generator();
-    let all = g.all(Split::Finetune, Domain::Calendar);
     let parse = |s: &str| -> (String, u32) {
         let mut it = s.trim().trim_end_matches('.').split(' ');
         (
@@ -109,16 +108,51 @@ fn calendar_answers_follow_the_month_table() {
             it.next().unwrap().parse().unwrap(),
         )
     };
-    for s in &all {
-        let head = s.prompt.trim_end_matches(" is");
-        let (date, shift) = head.split_once(" + ").unwrap();
-        let shift: u32 = shift.split(' ').next().unwrap().parse().unwrap();
-        let (m0, d0) = parse(date);
-        let (m1, d1) = parse(&s.answer);
-        if m0 == m1 {
-            assert_eq!(d1, d0 + shift, "{}", s.text());
-        } else {
-            assert!(d1 <= shift && d1 >= 1, "{}", s.text());
+    for split in [Split::Pretrain, Split::Finetune] {
+        let mut samples = g.all(split, Domain::Calendar);
+        if split == Split::Finetune {
+            samples.extend(g.all(Split::HeldOut, Domain::Calendar));
+        }
+        let problems: Vec<(String, u32, u32, String, u32)> = samples
+            .iter()
+            .map(|s| {
+                let (date, shift) = s.prompt.trim_end_matches(" is").split_once(" + ").unwrap();
+                let shift = shift.split(' ').next().unwrap().parse().unwrap();
+                let ((m0, d0), (m1, d1)) = (parse(date), parse(&s.answer));
+                (m0, d0, shift, m1, d1)
+            })
+            .collect();
+        let mut length = std::collections::HashMap::new();
+        let mut successor = std::collections::HashMap::new();
+        for (m0, d0, _, m1, _) in &problems {
+            let len = length.entry(m0.clone()).or_insert(0);
+            *len = (*len).max(*d0);
+            if m0 != m1 {
+                assert_eq!(
+                    successor
+                        .insert(m0.clone(), m1.clone())
+                        .unwrap_or(m1.clone()),
+                    *m1
+                );
+            }
+        }
+        assert_eq!(successor.len(), length.len(), "every month has a successor");
+        assert!(length.values().all(|&l| l > calendar::MAX_SHIFT));
+        for (m0, d0, shift, m1, d1) in &problems {
+            let len = length[m0];
+            let expected = if d0 + shift <= len {
+                (m0.clone(), d0 + shift)
+            } else {
+                (successor[m0].clone(), d0 + shift - len)
+            };
+            assert_eq!(expected, (m1.clone(), *d1), "{m0} {d0} + {shift}");
+        }
+        if split == Split::Pretrain {
+            assert_eq!(
+                (length["February"], successor["February"].as_str()),
+                (28, "March")
+            );
+            assert_eq!(successor["December"], "January");
         }
     }
 }
