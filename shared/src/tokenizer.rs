@@ -43,6 +43,8 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path} is larger than the {limit}-byte limit for a config file")]
+    ConfigTooLarge { path: PathBuf, limit: u64 },
     #[error("tokenizer in {dir}: no {name} token found in its configs and none given explicitly")]
     MissingSpecial { name: &'static str, dir: PathBuf },
     #[error("tokenizer in {dir}: {name} token `{token}` is not in the vocabulary")]

@@ -7,6 +7,7 @@
 //! `{"content": …}` object), then well-known token names (`<|mdm_mask|>`, `<|mask|>`, …). A folder
 //! that leaves mask, BOS or EOS unresolved is an error naming the folder, not a silent guess.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -22,6 +23,9 @@ pub struct SpecialOverrides {
     pub pad: Option<u32>,
     pub eot: Option<u32>,
 }
+
+/// Largest model-folder JSON config accepted.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
 const MASK_NAMES: [&str; 4] = ["<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>"];
 const BOS_NAMES: [&str; 4] = ["<|startoftext|>", "<|beginoftext|>", "<s>", "<bos>"];
@@ -56,11 +60,22 @@ fn read_json(path: &Path) -> Result<Option<Value>, Error> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+    let read_err = |source| Error::ReadConfig {
         path: path.to_path_buf(),
         source,
-    })?;
-    serde_json::from_str(&text)
+    };
+    let mut bytes = Vec::new();
+    // Configs are a few KiB; read one byte past the limit to detect a runaway file.
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::ConfigTooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|source| Error::ParseConfig {
             path: path.to_path_buf(),
