@@ -2,16 +2,17 @@
 //!
 //! Two halves, split by a cargo feature so that a coordinator can be built without candle:
 //!
-//! * always built — the federation core: the built-in seeded corpus, the delta codec, robust
-//!   aggregation, differential privacy and attacks;
+//! * always built — the federation core: the built-in seeded data generator, the byte tokenizer,
+//!   the delta codec, robust aggregation, differential privacy and attacks;
 //! * feature `model` (default) — the masked-diffusion language model on candle: model, checkpoints,
-//!   tokenizers, sampler, training.
+//!   HF tokenizers, sampler, training.
 
 #[cfg(feature = "model")]
 pub use candle_core;
 #[cfg(feature = "model")]
 pub use candle_nn;
 
+pub mod data;
 pub mod delta;
 pub mod delta_io;
 #[cfg(feature = "model")]
@@ -19,6 +20,7 @@ pub mod denoiser;
 pub mod fsutil;
 #[cfg(feature = "model")]
 pub mod model;
+pub mod tokenizer;
 pub mod tokens;
 #[cfg(feature = "model")]
 pub mod train;
