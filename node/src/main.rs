@@ -1,1 +1,14 @@
-fn main() {}
+//! `node` — the RuvDLLM node: pretraining, evaluation, generation, conversion.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = ruvdllm_node::cli::Cli::parse();
+    ruvdllm_node::cli::run(cli)
+}

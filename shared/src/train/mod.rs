@@ -11,11 +11,13 @@
 pub mod batch;
 pub mod likelihood;
 pub mod objective;
+pub mod pretrain;
 pub mod trainer;
 
 pub use batch::{Example, PackedBatch, pack};
 pub use likelihood::{LikelihoodOptions, NllBound, nll_bound};
 pub use objective::{Objective, masked_diffusion_loss};
+pub use pretrain::{PretrainOptions, StepReport, pretrain};
 pub use trainer::{Schedule, Trainer};
 
 /// Uniform `[0, 1)` from a ChaCha stream's raw words (stable across `rand` versions).

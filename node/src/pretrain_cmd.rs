@@ -1,0 +1,132 @@
+//! `node pretrain`: trains a preset on the built-in pretraining split or on corpus files, with a
+//! progress bar and periodic checkpoints. The committed `tiny` base is this command's output.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ruvdllm::candle_core::DType;
+use ruvdllm::data::{self, Generator};
+use ruvdllm::model::Config;
+use ruvdllm::tokenizer::{ByteTokenizer, Tokenizer};
+use ruvdllm::train::{Example, PretrainOptions, pretrain};
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Model preset (`tiny`, `small`, …).
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Output checkpoint folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// Seed of the weight init, the masking noise and the built-in data.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 250)]
+    pub save_every: usize,
+    /// Weights dtype on disk (`f16` or `f32`).
+    #[arg(long, default_value = "f16")]
+    pub dtype: String,
+    /// Train on these text files instead of the built-in pretraining split.
+    #[arg(long, num_args = 1..)]
+    pub corpus: Vec<PathBuf>,
+    /// Continue from the checkpoint in `--out`.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
+    let config = Config::preset(&args.preset)?;
+    let save_dtype = match args.dtype.as_str() {
+        "f16" => DType::F16,
+        "f32" => DType::F32,
+        other => anyhow::bail!("--dtype must be f16 or f32, not `{other}`"),
+    };
+    if args.batch_size == 0 || args.seq_len < 8 || args.steps == 0 {
+        anyhow::bail!("--steps and --batch-size must be positive and --seq-len at least 8");
+    }
+    let tok = ByteTokenizer;
+    let to_example = |s: &data::Sample| Example { prompt: tok.encode(&s.prompt), answer: tok.encode(&s.answer) };
+    let generator = Generator::new(data::DEFAULT_SEED ^ args.seed);
+    let corpus: Vec<Example> = if args.corpus.is_empty() {
+        Vec::new()
+    } else {
+        let samples = data::corpus::load(&args.corpus, args.seq_len.saturating_sub(2))
+            .with_context(|| "reading --corpus files")?;
+        anyhow::ensure!(!samples.is_empty(), "the corpus files hold no text");
+        samples.iter().map(to_example).collect()
+    };
+    let mut stream = generator.pretrain_stream();
+    let bs = args.batch_size;
+    let mut corpus_pos = 0usize;
+    let next_batch = |_step: usize| -> Vec<Example> {
+        if corpus.is_empty() {
+            stream.by_ref().take(bs).map(|s| to_example(&s)).collect()
+        } else {
+            (0..bs)
+                .map(|_| {
+                    let e = corpus[corpus_pos % corpus.len()].clone();
+                    corpus_pos += 1;
+                    e
+                })
+                .collect()
+        }
+    };
+    let opts = PretrainOptions {
+        config: config.clone(),
+        steps: args.steps,
+        batch_size: bs,
+        seq_len: args.seq_len,
+        lr: args.lr,
+        warmup: args.warmup,
+        weight_decay: args.weight_decay,
+        grad_clip: args.grad_clip,
+        seed: args.seed,
+        save_every: args.save_every,
+        out: args.out.clone(),
+        save_dtype,
+        resume: args.resume,
+    };
+    eprintln!(
+        "pretraining `{}` ({:.2} M params) for {} steps of {}×{} tokens → {}",
+        args.preset,
+        config.n_params() as f64 / 1e6,
+        args.steps,
+        bs,
+        args.seq_len,
+        args.out.display()
+    );
+    let bar = ProgressBar::new(args.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut ema: Option<f32> = None;
+    pretrain(&opts, next_batch, |r| {
+        let e = ema.map_or(r.loss, |e| 0.98 * e + 0.02 * r.loss);
+        ema = Some(e);
+        bar.set_position(r.step as u64 + 1);
+        bar.set_message(format!("loss {e:.4} lr {:.2e} |g| {:.2}", r.lr, r.grad_norm));
+        if (r.step + 1) % 100 == 0 {
+            bar.println(format!("step {:>6}  loss(ema) {e:.4}  lr {:.2e}", r.step + 1, r.lr));
+        }
+    })?;
+    bar.finish();
+    eprintln!("saved {}", args.out.display());
+    Ok(())
+}
