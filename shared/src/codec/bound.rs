@@ -66,7 +66,11 @@ pub fn tensor_error_bounds(mode: &Mode, tensor: &NamedTensor) -> Vec<f32> {
     }
     let kept_bound = |pos: usize, x: f32| value_error_bound(mode.values, x, stored_absmax[pos]);
     match indices {
-        None => data.iter().enumerate().map(|(p, &x)| kept_bound(p, x)).collect(),
+        None => data
+            .iter()
+            .enumerate()
+            .map(|(p, &x)| kept_bound(p, x))
+            .collect(),
         Some(idx) => {
             let mut out: Vec<f32> = data.iter().map(|x| x.abs()).collect();
             for (pos, &i) in idx.iter().enumerate() {
@@ -95,8 +99,12 @@ mod tests {
 
     #[test]
     fn dropped_values_are_bounded_by_their_magnitude() {
-        let t = NamedTensor::new("t", vec![2, 4], vec![1.0, -8.0, 0.5, 2.0, 0.0, 3.0, -0.25, 4.0])
-            .unwrap();
+        let t = NamedTensor::new(
+            "t",
+            vec![2, 4],
+            vec![1.0, -8.0, 0.5, 2.0, 0.0, 3.0, -0.25, 4.0],
+        )
+        .unwrap();
         let mode = Mode::sparse(Values::Int8Row, 0.25).unwrap();
         let b = tensor_error_bounds(&mode, &t);
         // Kept: -8 (row 0) and 4 (row 1); rows have their own absmax.

@@ -50,10 +50,18 @@ impl Limits {
         let values = delta.numel() as u64;
         Self {
             max_payload_bytes: payload_len as u64,
-            max_decoded_bytes: values.saturating_mul(4).saturating_add(payload_len as u64).saturating_add(1 << 20),
+            max_decoded_bytes: values
+                .saturating_mul(4)
+                .saturating_add(payload_len as u64)
+                .saturating_add(1 << 20),
             max_values: values,
             max_tensors: u32::try_from(delta.tensors.len()).unwrap_or(u32::MAX),
-            max_name_len: delta.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0),
+            max_name_len: delta
+                .tensors
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(0),
             max_ndim: MAX_NDIM,
         }
     }
@@ -87,10 +95,15 @@ fn invalid(entry: &Entry, reason: &'static str) -> Error {
 
 /// Checks one entry's declared sizes against each other; returns its value count.
 fn check_entry(e: &Entry) -> Result<u64, Error> {
-    let numel = e.numel().ok_or_else(|| invalid(e, "shape product overflows"))?;
+    let numel = e
+        .numel()
+        .ok_or_else(|| invalid(e, "shape product overflows"))?;
     if e.sparsity == DENSE {
         if e.stored != numel {
-            return Err(invalid(e, "dense tensor stores a different number of values"));
+            return Err(invalid(
+                e,
+                "dense tensor stores a different number of values",
+            ));
         }
         if e.index_len != 0 {
             return Err(invalid(e, "dense tensor has an index stream"));
@@ -101,7 +114,10 @@ fn check_entry(e: &Entry) -> Result<u64, Error> {
         }
         // Each varint takes 1..=10 bytes.
         if e.index_len < e.stored || e.index_len > e.stored.saturating_mul(10) {
-            return Err(invalid(e, "index stream length does not fit the stored count"));
+            return Err(invalid(
+                e,
+                "index stream length does not fit the stored count",
+            ));
         }
     }
     if e.shuffled && e.values.float_width().is_none_or(|w| w < 2) {
@@ -130,7 +146,11 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, 
     limit("payload bytes", payload_len, limits.max_payload_bytes)?;
     let mut r = Reader::new(bytes);
     let header = Header::read(&mut r)?;
-    limit("tensor count", header.tensor_count.into(), limits.max_tensors.into())?;
+    limit(
+        "tensor count",
+        header.tensor_count.into(),
+        limits.max_tensors.into(),
+    )?;
     let declared = (HEADER_LEN as u64)
         .checked_add(header.toc_len.into())
         .and_then(|n| n.checked_add(header.body_len))
@@ -178,7 +198,11 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, 
         values = values.saturating_add(numel);
         raw_total = raw_total.saturating_add(e.raw_len);
         limit("total values", values, limits.max_values)?;
-        limit("decoded bytes", values.saturating_mul(4), limits.max_decoded_bytes)?;
+        limit(
+            "decoded bytes",
+            values.saturating_mul(4),
+            limits.max_decoded_bytes,
+        )?;
         limit("decompressed bytes", raw_total, limits.max_decoded_bytes)?;
         let len = usize::try_from(e.comp_len).unwrap_or(usize::MAX);
         sections.push(body.bytes(len, "tensor section")?);
@@ -219,7 +243,12 @@ fn decompress(e: &Entry, section: &[u8]) -> Result<Vec<u8>, Error> {
     };
     match zstd::zstd_safe::find_frame_compressed_size(section) {
         Ok(n) if n == section.len() => {}
-        Ok(n) => return Err(zerr(format!("frame is {n} bytes, section is {}", section.len()))),
+        Ok(n) => {
+            return Err(zerr(format!(
+                "frame is {n} bytes, section is {}",
+                section.len()
+            )));
+        }
         Err(code) => return Err(zerr(zstd::zstd_safe::get_error_name(code).to_string())),
     }
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(section)
@@ -332,7 +361,8 @@ fn check_layout(entries: &[Entry], expected: &[(String, Vec<usize>)]) -> Result<
         let Some(shape) = want.get(e.name.as_str()) else {
             return Err(DeltaError::Unexpected(e.name.clone()).into());
         };
-        if shape.len() != e.shape.len() || shape.iter().zip(&e.shape).any(|(&a, &b)| a as u64 != b) {
+        if shape.len() != e.shape.len() || shape.iter().zip(&e.shape).any(|(&a, &b)| a as u64 != b)
+        {
             return Err(DeltaError::LayoutMismatch {
                 name: e.name.clone(),
                 expected: shape.to_vec(),
@@ -359,7 +389,11 @@ fn decode_parsed(p: Parsed<'_>) -> Result<Delta, Error> {
         .zip(&p.sections)
         .map(|(e, s)| decode_tensor(e, s))
         .collect::<Result<Vec<_>, _>>()?;
-    tracing::debug!(tensors = tensors.len(), bytes = p.payload_len, "decoded delta");
+    tracing::debug!(
+        tensors = tensors.len(),
+        bytes = p.payload_len,
+        "decoded delta"
+    );
     // Names were checked unique while parsing.
     Ok(Delta { tensors })
 }

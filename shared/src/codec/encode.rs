@@ -65,7 +65,12 @@ fn compress(raw: &[u8], level: i32, tensor: &str) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn decide_shuffle(plane: &[u8], width: usize, opts: &EncodeOptions, tensor: &str) -> Result<bool, Error> {
+fn decide_shuffle(
+    plane: &[u8],
+    width: usize,
+    opts: &EncodeOptions,
+    tensor: &str,
+) -> Result<bool, Error> {
     match opts.shuffle {
         Shuffle::Never => Ok(false),
         Shuffle::Always => Ok(width > 1),

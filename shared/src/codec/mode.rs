@@ -150,7 +150,9 @@ impl fmt::Display for Mode {
 /// Why a mode string did not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModeParseError {
-    #[error("unknown value encoding `{found}` (expected one of f32, f16, bf16, int8, int8-row, int4)")]
+    #[error(
+        "unknown value encoding `{found}` (expected one of f32, f16, bf16, int8, int8-row, int4)"
+    )]
     UnknownValues { found: String },
     #[error("unknown mode component `{found}` (expected `topk:<fraction>`)")]
     UnknownComponent { found: String },
@@ -239,12 +241,15 @@ mod tests {
         let m: Mode = "topk:0.1".parse().unwrap();
         assert_eq!(m.values, Values::F32);
         assert_eq!(m.to_string(), "topk:0.1");
-        assert_eq!("f32+topk:0.1".parse::<Mode>().unwrap().to_string(), "topk:0.1");
-        assert_eq!("int8-row".parse::<Mode>().unwrap(), Mode::dense(Values::Int8Row));
         assert_eq!(
-            "f16+topk:0.05".parse::<Mode>().unwrap().topk,
-            Some(0.05)
+            "f32+topk:0.1".parse::<Mode>().unwrap().to_string(),
+            "topk:0.1"
         );
+        assert_eq!(
+            "int8-row".parse::<Mode>().unwrap(),
+            Mode::dense(Values::Int8Row)
+        );
+        assert_eq!("f16+topk:0.05".parse::<Mode>().unwrap().topk, Some(0.05));
     }
 
     #[test]
@@ -262,9 +267,18 @@ mod tests {
             "topk:abc".parse::<Mode>(),
             Err(ModeParseError::BadFraction { .. })
         ));
-        for bad in ["topk:0", "topk:1.5", "topk:-0.1", "topk:NaN", "int4+topk:inf"] {
+        for bad in [
+            "topk:0",
+            "topk:1.5",
+            "topk:-0.1",
+            "topk:NaN",
+            "int4+topk:inf",
+        ] {
             assert!(
-                matches!(bad.parse::<Mode>(), Err(ModeParseError::FractionRange { .. })),
+                matches!(
+                    bad.parse::<Mode>(),
+                    Err(ModeParseError::FractionRange { .. })
+                ),
                 "{bad}"
             );
         }

@@ -39,7 +39,9 @@ impl Groups {
             offsets: (0..=count).map(|g| (g * len).min(stored)).collect(),
         };
         match values {
-            Values::F32 | Values::F16 | Values::Bf16 => Groups { offsets: Vec::new() },
+            Values::F32 | Values::F16 | Values::Bf16 => Groups {
+                offsets: Vec::new(),
+            },
             Values::Int8Block | Values::Int4Block => fixed(BLOCK, stored.div_ceil(BLOCK)),
             Values::Int8Row => {
                 let rows = numel.checked_div(row_len).unwrap_or(0);
@@ -254,7 +256,10 @@ mod tests {
             scales.len() as u64,
             scale_count(values, data.len() as u64, data.len() as u64, row_len as u64)
         );
-        assert_eq!(plane.len() as u64, plane_len(values, data.len() as u64).unwrap());
+        assert_eq!(
+            plane.len() as u64,
+            plane_len(values, data.len() as u64).unwrap()
+        );
         let mut out = vec![f32::NAN; data.len()];
         decode_plane(values, &scales, &plane, &g, &mut out, "t").unwrap();
         out

@@ -107,8 +107,15 @@ mod tests {
             "index beyond the tensor"
         );
         assert_eq!(decode_indices(&buf, 4, 100_001).unwrap_err().entry, 4);
-        assert_eq!(decode_indices(&buf[..buf.len() - 1], 5, 100_001).unwrap_err().entry, 4);
-        let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x7f];
+        assert_eq!(
+            decode_indices(&buf[..buf.len() - 1], 5, 100_001)
+                .unwrap_err()
+                .entry,
+            4
+        );
+        let huge = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x7f,
+        ];
         assert!(decode_indices(&huge, 2, u64::MAX).is_err());
     }
 }

@@ -296,7 +296,13 @@ mod tests {
         assert_eq!(pos, buf.len());
         assert_eq!(get_varint(&[0x80], &mut 0), None);
         assert_eq!(get_varint(&[0xff; 10], &mut 0), None);
-        assert_eq!(get_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], &mut 0), None);
+        assert_eq!(
+            get_varint(
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+                &mut 0
+            ),
+            None
+        );
     }
 
     #[test]
@@ -333,7 +339,10 @@ mod tests {
         }
         assert!(matches!(
             Entry::read(&mut Reader::new(&buf), 0, 2, 8),
-            Err(Error::LimitExceeded { what: "name length", .. })
+            Err(Error::LimitExceeded {
+                what: "name length",
+                ..
+            })
         ));
     }
 }
