@@ -58,11 +58,40 @@ pub(crate) fn row_len(shape: &[usize]) -> usize {
     shape.last().copied().unwrap_or(1)
 }
 
-fn compress(raw: &[u8], level: i32, tensor: &str) -> Result<Vec<u8>, Error> {
-    zstd::bulk::compress(raw, level).map_err(|e| Error::Compress {
+fn zstd_err(tensor: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Compress {
         tensor: tensor.to_string(),
         reason: e.to_string(),
-    })
+    }
+}
+
+/// Compresses `segments` as one zstd frame, ending a zstd block after each segment. A block has
+/// one set of entropy tables, so giving each byte plane (and the index stream, and the scales)
+/// blocks of its own lets zstd fit a table to each: on 7B-shaped tensors (32 K values, all four
+/// f32 planes inside one 128 KiB block otherwise) this turns shuffling's gain from ~1 % into the
+/// expected ~8 %.
+fn compress(segments: &[&[u8]], level: i32, tensor: &str) -> Result<Vec<u8>, Error> {
+    use std::io::Write;
+    let total: usize = segments.iter().map(|s| s.len()).sum();
+    let err = zstd_err(tensor);
+    let mut enc =
+        zstd::stream::Encoder::new(Vec::with_capacity(total / 2 + 64), level).map_err(&err)?;
+    enc.include_contentsize(true).map_err(&err)?;
+    enc.set_pledged_src_size(Some(total as u64)).map_err(&err)?;
+    for seg in segments.iter().filter(|s| !s.is_empty()) {
+        enc.write_all(seg).map_err(&err)?;
+        enc.flush().map_err(&err)?;
+    }
+    enc.finish().map_err(&err)
+}
+
+/// The byte planes of a shuffled plane (or the whole plane when not shuffled).
+fn planes(plane: &[u8], width: usize, shuffled: bool) -> Vec<&[u8]> {
+    if shuffled && width > 1 && !plane.is_empty() {
+        plane.chunks(plane.len() / width).collect()
+    } else {
+        vec![plane]
+    }
 }
 
 fn decide_shuffle(
@@ -78,8 +107,9 @@ fn decide_shuffle(
         Shuffle::Auto => {
             let n = plane.len().min(SHUFFLE_SAMPLE) / width * width;
             let sample = &plane[..n];
-            let plain = compress(sample, opts.level, tensor)?.len();
-            let shuffled = compress(&shuffle(sample, width), opts.level, tensor)?.len();
+            let plain = compress(&[sample], opts.level, tensor)?.len();
+            let mixed = shuffle(sample, width);
+            let shuffled = compress(&planes(&mixed, width, true), opts.level, tensor)?.len();
             Ok(shuffled < plain)
         }
     }
@@ -128,17 +158,16 @@ fn encode_tensor(t: &NamedTensor, opts: &EncodeOptions) -> Result<(Entry, Vec<u8
     let width = mode.values.float_width().unwrap_or(1);
     let shuffled = decide_shuffle(&plane, width, opts, &t.name)?;
     let index_bytes = indices.as_deref().map(encode_indices).unwrap_or_default();
-    let mut raw = Vec::with_capacity(index_bytes.len() + scales.len() * 4 + plane.len());
-    raw.extend_from_slice(&index_bytes);
-    for s in &scales {
-        raw.extend_from_slice(&s.to_le_bytes());
-    }
-    if shuffled {
-        raw.extend_from_slice(&shuffle(&plane, width));
+    let scale_bytes: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let plane = if shuffled {
+        shuffle(&plane, width)
     } else {
-        raw.extend_from_slice(&plane);
-    }
-    let section = compress(&raw, opts.level, &t.name)?;
+        plane
+    };
+    let mut segments = vec![index_bytes.as_slice(), scale_bytes.as_slice()];
+    segments.extend(planes(&plane, width, shuffled));
+    let raw_len = index_bytes.len() + scale_bytes.len() + plane.len();
+    let section = compress(&segments, opts.level, &t.name)?;
     let entry = Entry {
         name: t.name.clone(),
         shape: t.shape.iter().map(|&d| d as u64).collect(),
@@ -147,7 +176,7 @@ fn encode_tensor(t: &NamedTensor, opts: &EncodeOptions) -> Result<(Entry, Vec<u8
         shuffled,
         stored: stored.len() as u64,
         index_len: index_bytes.len() as u64,
-        raw_len: raw.len() as u64,
+        raw_len: raw_len as u64,
         comp_len: section.len() as u64,
     };
     Ok((entry, section))
