@@ -11,7 +11,9 @@
 //! Modes ([`Mode`], text form in parentheses): f32, f16, bf16, int8 (per-block absmax, block 64),
 //! int8-row (per-row absmax, row = innermost dimension), int4 (per-block 64, two per byte), each
 //! optionally after top-k (`int8+topk:0.1`; `topk:0.1` = f32 values). Accuracy per mode:
-//! [`value_error_bound`] and [`tensor_error_bounds`].
+//! [`value_error_bound`] and [`tensor_error_bounds`]. `int8-row` puts one scale on each row of the
+//! innermost dimension, which for rank-r B matrices ([4096 × r]) is a scale per r values: use it
+//! for wide rows, `int8` (block 64) for LoRA B.
 //!
 //! # Wire format, version 1
 //!
@@ -46,7 +48,9 @@
 //!            byte 1, …); int8 one i8 per value; int4 one nibble per value, q + 8, low nibble first
 //! ```
 //!
-//! Values decode as `q · scale` for the scaled encodings; the decoded tensor is dense, zero where
+//! The encoder ends a zstd block after the index stream, the scales and each byte plane so that
+//! each gets its own entropy tables (decoders need not care). Values decode as `q · scale` for the
+//! scaled encodings; the decoded tensor is dense, zero where
 //! top-k dropped a value, and must be finite everywhere.
 
 mod bound;
