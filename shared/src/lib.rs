@@ -12,6 +12,7 @@ pub use candle_core;
 #[cfg(feature = "model")]
 pub use candle_nn;
 
+pub mod codec;
 pub mod data;
 pub mod delta;
 pub mod delta_io;
