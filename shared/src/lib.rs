@@ -20,3 +20,6 @@ pub mod fsutil;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod tokens;
+pub mod aggregate;
+pub mod attack;
+pub mod privacy;
