@@ -228,6 +228,7 @@ fn robustness_f3_of_10_under_every_attack() {
         .collect();
     let hrows: Vec<&[f32]> = honest.iter().map(|r| r.as_slice()).collect();
     let hmean = kernels::mean(&hrows);
+    let previous: Vec<f32> = base.iter().map(|b| (b + 0.05 * g.next_normal()) as f32).collect();
     let attacks: Vec<Attack> = Attack::all()
         .into_iter()
         .filter(|a| *a != Attack::LabelFlip)
@@ -248,7 +249,14 @@ fn robustness_f3_of_10_under_every_attack() {
             let mut c = cfg(rule, 3);
             c.params.cc_tau = 1.0;
             c.params.cc_iters = 5;
-            match run(&rows, &[1.0; 10], &c) {
+            let ids: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+            let inputs: Vec<Input<'_>> = rows
+                .iter()
+                .zip(&ids)
+                .map(|(r, id)| Input { node_id: id, values: r, weight: 1.0 })
+                .collect();
+            // Last round's aggregate: centered clipping starts from it.
+            match aggregate(&inputs, Some(&previous), &c, &Prefilter::default()) {
                 Err(AggregateError::Condition { .. }) => {
                     assert_eq!(rule, Rule::Bulyan, "only Bulyan needs n >= 4f+3 = 15");
                     line.push_str(&format!("{:>11}", "refuses"));
