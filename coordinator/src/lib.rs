@@ -1,3 +1,4 @@
 //! Coordinator library.
 
+pub mod aggregate_cmd;
 pub mod codec_cmd;

@@ -12,6 +12,8 @@ pub use candle_core;
 #[cfg(feature = "model")]
 pub use candle_nn;
 
+pub mod aggregate;
+pub mod attack;
 pub mod codec;
 pub mod data;
 pub mod delta;
@@ -21,6 +23,9 @@ pub mod denoiser;
 pub mod fsutil;
 #[cfg(feature = "model")]
 pub mod model;
+pub mod privacy;
+#[cfg(feature = "model")]
+pub mod sampler;
 pub mod tokenizer;
 pub mod tokens;
 #[cfg(feature = "model")]

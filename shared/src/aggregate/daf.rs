@@ -1,0 +1,379 @@
+//! DAF: band-aware aggregation of TALoRA deltas (DESIGN §6).
+//!
+//! A TALoRA delta carries three adapters, one per denoising band (`talora.coarse.…`,
+//! `talora.domain.…`, `talora.fine.…`). The bands learn different things — coarse structure is
+//! shared by every node, domain knowledge is what federation is for, fine detail is noisy — so each
+//! band is aggregated separately with its own rule. Defaults:
+//!
+//! * coarse — trimmed mean;
+//! * domain — quality-weighted mean *after* the norm (3× median norm) and cosine (≥ 0 to the
+//!   previous global) pre-filter; weights are each node's reported held-out improvement for the
+//!   band, capped at 2× the median positive weight so that no node can buy influence. Non-positive
+//!   or missing improvements get the configurable floor, 0 by default: a node whose update did not
+//!   help on held-out data is reported as rejected for zero weight. If every node reports no
+//!   improvement the band refuses ([`AggregateError::BadWeights`]) rather than guessing;
+//! * fine — trimmed mean.
+//!
+//! Tensors without a band prefix (a plain PEFT adapter) form one more group with the `other`
+//! config (trimmed mean by default). All inputs must share the first input's tensor names and
+//! shapes; the output delta has that layout.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use super::error::{AggregateError, ParseNameError};
+use super::{Input, NormBound, Outcome, Prefilter, Rule, RuleConfig, WeightCap, aggregate};
+use crate::delta::{Delta, NamedTensor};
+
+/// A TALoRA denoising band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Band {
+    Coarse,
+    Domain,
+    Fine,
+}
+
+impl Band {
+    pub const ALL: [Band; 3] = [Band::Coarse, Band::Domain, Band::Fine];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Band::Coarse => "coarse",
+            Band::Domain => "domain",
+            Band::Fine => "fine",
+        }
+    }
+}
+
+impl FromStr for Band {
+    type Err = ParseNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Band::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| ParseNameError {
+                kind: "band",
+                got: s.to_string(),
+                expected: "coarse, domain, fine",
+            })
+    }
+}
+
+/// The aggregation group a tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    Band(Band),
+    /// Tensors without a `talora.<band>.` prefix.
+    Other,
+}
+
+impl Group {
+    /// The group of a tensor name: `talora.<band>.<rest>` → that band, anything else → Other.
+    pub fn of(name: &str) -> Group {
+        name.strip_prefix("talora.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(band, _)| band.parse().ok())
+            .map_or(Group::Other, Group::Band)
+    }
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Group::Band(b) => f.write_str(b.name()),
+            Group::Other => f.write_str("other"),
+        }
+    }
+}
+
+/// Where a group's per-input weights come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WeightSource {
+    /// The node's sample count (FedAvg).
+    Samples,
+    /// The node's held-out improvement for the band; values ≤ 0 (or missing) become `floor`.
+    Improvement { floor: f64 },
+}
+
+/// How one group is aggregated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub rule: RuleConfig,
+    pub weights: WeightSource,
+    pub prefilter: Prefilter,
+}
+
+impl GroupConfig {
+    /// `rule` with sample-count weights and no pre-filter beyond non-finite rejection.
+    pub fn plain(rule: Rule, f: usize) -> Self {
+        Self {
+            rule: RuleConfig::new(rule).with_f(f),
+            weights: WeightSource::Samples,
+            prefilter: Prefilter::default(),
+        }
+    }
+
+    /// The domain-band default: quality-weighted mean after the norm/cosine pre-filter.
+    pub fn quality_weighted(f: usize) -> Self {
+        let mut rule = RuleConfig::new(Rule::FedAvg).with_f(f);
+        rule.params.weight_cap = WeightCap::MedianMultiple(2.0);
+        Self {
+            rule,
+            weights: WeightSource::Improvement { floor: 0.0 },
+            prefilter: Prefilter {
+                norm_bound: Some(NormBound::MedianMultiple(3.0)),
+                cosine_threshold: Some(0.0),
+                ..Prefilter::default()
+            },
+        }
+    }
+}
+
+/// Per-group configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DafConfig {
+    pub coarse: GroupConfig,
+    pub domain: GroupConfig,
+    pub fine: GroupConfig,
+    pub other: GroupConfig,
+}
+
+impl DafConfig {
+    /// The DESIGN §6 defaults for an assumed `f` Byzantine nodes.
+    pub fn new(f: usize) -> Self {
+        Self {
+            coarse: GroupConfig::plain(Rule::TrimmedMean, f),
+            domain: GroupConfig::quality_weighted(f),
+            fine: GroupConfig::plain(Rule::TrimmedMean, f),
+            other: GroupConfig::plain(Rule::TrimmedMean, f),
+        }
+    }
+
+    pub fn group(&self, g: Group) -> &GroupConfig {
+        match g {
+            Group::Band(Band::Coarse) => &self.coarse,
+            Group::Band(Band::Domain) => &self.domain,
+            Group::Band(Band::Fine) => &self.fine,
+            Group::Other => &self.other,
+        }
+    }
+}
+
+impl Default for DafConfig {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+/// What a node reports beside its delta.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Meta {
+    pub node_id: String,
+    pub samples: f64,
+    /// Held-out loss improvement per band (positive = better).
+    pub improvement: BTreeMap<Band, f64>,
+}
+
+/// One node's submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DafInput {
+    pub delta: Delta,
+    pub meta: Meta,
+}
+
+/// One group's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupReport {
+    pub group: Group,
+    pub tensors: usize,
+    pub outcome: Outcome,
+}
+
+/// The aggregated delta and a report per group (in group order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DafOutcome {
+    pub delta: Delta,
+    pub groups: Vec<GroupReport>,
+}
+
+fn flatten_group(delta: &Delta, names: &[&str], numel: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(numel);
+    for name in names {
+        if let Some(t) = delta.get(name) {
+            out.extend_from_slice(&t.data);
+        }
+    }
+    out
+}
+
+/// Aggregates each group of tensors with its own config.
+pub fn aggregate_bands(
+    inputs: &[DafInput],
+    previous: Option<&Delta>,
+    cfg: &DafConfig,
+) -> Result<DafOutcome, AggregateError> {
+    let reference = &inputs.first().ok_or(AggregateError::NoInputs)?.delta;
+    for (index, inp) in inputs.iter().enumerate() {
+        reference
+            .check_same_layout(&inp.delta)
+            .map_err(|source| AggregateError::Layout {
+                index,
+                node_id: inp.meta.node_id.clone(),
+                source,
+            })?;
+    }
+    if let Some(p) = previous {
+        reference
+            .check_same_layout(p)
+            .map_err(|source| AggregateError::Layout {
+                index: usize::MAX,
+                node_id: "<previous global>".into(),
+                source,
+            })?;
+    }
+    let mut groups: BTreeMap<Group, Vec<&NamedTensor>> = BTreeMap::new();
+    for t in &reference.tensors {
+        groups.entry(Group::of(&t.name)).or_default().push(t);
+    }
+    let mut results: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut reports = Vec::with_capacity(groups.len());
+    for (group, tensors) in groups {
+        let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        let numel: usize = tensors.iter().map(|t| t.numel()).sum();
+        let gcfg = cfg.group(group);
+        let flats: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|i| flatten_group(&i.delta, &names, numel))
+            .collect();
+        let prev = previous.map(|p| flatten_group(p, &names, numel));
+        let weights: Vec<f64> = inputs
+            .iter()
+            .map(|i| match (gcfg.weights, group) {
+                (WeightSource::Samples, _) => i.meta.samples,
+                (WeightSource::Improvement { floor }, Group::Band(b)) => i
+                    .meta
+                    .improvement
+                    .get(&b)
+                    .copied()
+                    .filter(|v| *v > 0.0)
+                    .unwrap_or(floor),
+                (WeightSource::Improvement { floor }, Group::Other) => floor,
+            })
+            .collect();
+        let agg_inputs: Vec<Input<'_>> = inputs
+            .iter()
+            .zip(&flats)
+            .zip(&weights)
+            .map(|((i, v), &w)| Input {
+                node_id: &i.meta.node_id,
+                values: v,
+                weight: w,
+            })
+            .collect();
+        let outcome = aggregate(&agg_inputs, prev.as_deref(), &gcfg.rule, &gcfg.prefilter)
+            .map_err(|e| AggregateError::Group {
+                group: group.to_string(),
+                source: Box::new(e),
+            })?;
+        let mut off = 0;
+        for t in &tensors {
+            let n = t.numel();
+            results.insert(t.name.clone(), outcome.aggregate[off..off + n].to_vec());
+            off += n;
+        }
+        reports.push(GroupReport {
+            group,
+            tensors: tensors.len(),
+            outcome,
+        });
+    }
+    let tensors = reference
+        .tensors
+        .iter()
+        .map(|t| NamedTensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            data: results.remove(&t.name).unwrap_or_default(),
+        })
+        .collect();
+    Ok(DafOutcome {
+        delta: Delta { tensors },
+        groups: reports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{RejectReason, Status};
+
+    fn delta(v: f32) -> Delta {
+        Delta::new(vec![
+            NamedTensor::new("talora.coarse.q.lora_B.weight", vec![2], vec![v, v]).unwrap(),
+            NamedTensor::new("talora.domain.q.lora_B.weight", vec![2], vec![v, -v]).unwrap(),
+            NamedTensor::new("talora.fine.q.lora_B.weight", vec![1], vec![v]).unwrap(),
+            NamedTensor::new("base_model.model.x.lora_B.weight", vec![1], vec![v]).unwrap(),
+        ])
+        .unwrap()
+    }
+
+    fn input(id: &str, v: f32, domain_impr: f64) -> DafInput {
+        DafInput {
+            delta: delta(v),
+            meta: Meta {
+                node_id: id.into(),
+                samples: 10.0,
+                improvement: BTreeMap::from([(Band::Domain, domain_impr)]),
+            },
+        }
+    }
+
+    #[test]
+    fn groups_by_prefix() {
+        assert_eq!(Group::of("talora.coarse.a.b"), Group::Band(Band::Coarse));
+        assert_eq!(Group::of("talora.fine.x"), Group::Band(Band::Fine));
+        assert_eq!(Group::of("talora.mid.x"), Group::Other);
+        assert_eq!(Group::of("base_model.model.q.lora_B.weight"), Group::Other);
+        assert_eq!(Group::of("talora.domain"), Group::Other);
+    }
+
+    #[test]
+    fn per_band_rules_and_quality_weights() {
+        let inputs = vec![
+            input("a", 1.0, 1.0),
+            input("b", 2.0, 1.0),
+            input("c", 3.0, -0.5),
+            input("d", 4.0, 100.0),
+            input("e", 100.0, 1.0),
+        ];
+        let out = aggregate_bands(&inputs, None, &DafConfig::new(1)).unwrap();
+        assert_eq!(out.groups.len(), 4);
+        // Coarse: trimmed mean (k = f = 1) of 1,2,3,4,100 = 3.
+        assert_eq!(out.delta.tensors[0].data, vec![3.0, 3.0]);
+        assert_eq!(out.delta.tensors[2].data, vec![3.0]);
+        assert_eq!(out.delta.tensors[3].data, vec![3.0]);
+        // Domain: e's norm (100√2) is above 3x the median norm and is rejected; c has weight 0;
+        // d's claimed 100 is capped at 2x the median (1) = 2. Mean = (1 + 2 + 2*4) / 4 = 2.75.
+        let dom = &out.groups[1];
+        assert_eq!(dom.group, Group::Band(Band::Domain));
+        assert_eq!(out.delta.tensors[1].data, vec![2.75, -2.75]);
+        let st: Vec<&Status> = dom.outcome.inputs.iter().map(|r| &r.status).collect();
+        assert_eq!(*st[2], Status::Rejected(RejectReason::ZeroWeight));
+        assert_eq!(*st[3], Status::DownWeighted);
+        assert!(matches!(
+            st[4],
+            Status::Rejected(RejectReason::NormAboveBound { .. })
+        ));
+    }
+
+    #[test]
+    fn layout_mismatch_names_the_input() {
+        let mut bad = input("bad", 1.0, 1.0);
+        bad.delta.tensors.pop();
+        let inputs = vec![input("a", 1.0, 1.0), bad];
+        let err = aggregate_bands(&inputs, None, &DafConfig::new(0)).unwrap_err();
+        assert!(matches!(err, AggregateError::Layout { index: 1, .. }), "{err}");
+    }
+}
