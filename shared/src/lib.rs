@@ -19,4 +19,6 @@ pub mod denoiser;
 pub mod fsutil;
 #[cfg(feature = "model")]
 pub mod model;
+#[cfg(feature = "model")]
+pub mod sampler;
 pub mod tokens;
