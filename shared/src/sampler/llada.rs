@@ -37,15 +37,7 @@ pub(crate) fn propose(
             if last.contains(&token) {
                 f64::NEG_INFINITY
             } else {
-                scratch.work.clear();
-                scratch.work.extend_from_slice(logits);
-                for &t in last {
-                    if let Some(l) = scratch.work.get_mut(t as usize) {
-                        *l = f64::NEG_INFINITY;
-                    }
-                }
-                noise::softmax(&scratch.work, &mut scratch.probs);
-                scratch.probs[token as usize]
+                noise::softmax_prob(logits, token as usize, last)
             }
         }
         Remasking::Random => {

@@ -50,7 +50,9 @@ pub enum Rule {
         #[serde(default)]
         remasking: Remasking,
     },
-    /// Dream's `_sample`: eps timesteps, `int(#masked * (1 - s/t))` tokens per step.
+    /// Dream's `_sample`: eps timesteps, `int(#masked * (1 - s/t))` tokens per step. Dream's
+    /// reference has no blocks; set `block_length = gen_length` to match it (with blocks, each
+    /// block runs its own `linspace(1, eps, steps_per_block + 1)`).
     Dream {
         #[serde(default)]
         alg: DreamAlg,
