@@ -47,9 +47,7 @@ pub fn argmax(xs: &[f64]) -> Option<usize> {
 /// the largest logit: `exp((l_v − max) / T) / (−ln u_v)`, so it cannot overflow and costs one
 /// `exp` and one `ln` per token.
 pub fn gumbel_argmax(logits: &[f64], temperature: f64, uniforms: &[f64]) -> Option<usize> {
-    let Some(top) = argmax(logits) else {
-        return None;
-    };
+    let top = argmax(logits)?;
     if temperature == 0.0 {
         return Some(top);
     }
