@@ -1,4 +1,5 @@
 //! Coordinator library.
 
 pub mod aggregate_cmd;
+pub mod cli;
 pub mod codec_cmd;

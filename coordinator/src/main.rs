@@ -1,1 +1,13 @@
-fn main() {}
+//! `coordinator` — the RuvDLLM coordinator's command-line entry point.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    ruvdllm_coordinator::cli::run(ruvdllm_coordinator::cli::Cli::parse())
+}
