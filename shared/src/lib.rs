@@ -12,6 +12,8 @@ pub use candle_core;
 #[cfg(feature = "model")]
 pub use candle_nn;
 
+pub mod aggregate;
+pub mod attack;
 pub mod delta;
 pub mod delta_io;
 #[cfg(feature = "model")]
@@ -19,7 +21,5 @@ pub mod denoiser;
 pub mod fsutil;
 #[cfg(feature = "model")]
 pub mod model;
-pub mod tokens;
-pub mod aggregate;
-pub mod attack;
 pub mod privacy;
+pub mod tokens;
