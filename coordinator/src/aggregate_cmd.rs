@@ -59,8 +59,10 @@ pub fn run(args: AggregateArgs) -> anyhow::Result<()> {
 
 fn node_meta(path: &Path, meta: &HashMap<String, String>) -> anyhow::Result<Meta> {
     let node_id = meta.get("node_id").cloned().unwrap_or_else(|| {
-        path.file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        )
     });
     let num = |key: &str| -> anyhow::Result<Option<f64>> {
         meta.get(key)

@@ -8,7 +8,12 @@ use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm::delta_io::{self, StoreDtype};
 use ruvdllm_coordinator::aggregate_cmd::{AggregateArgs, run_to};
 
-fn write(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>, f32)], meta: &[(&str, &str)]) -> PathBuf {
+fn write(
+    dir: &Path,
+    name: &str,
+    tensors: &[(&str, Vec<usize>, f32)],
+    meta: &[(&str, &str)],
+) -> PathBuf {
     let delta = Delta::new(
         tensors
             .iter()
@@ -19,8 +24,10 @@ fn write(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>, f32)], meta: &[(&
             .collect(),
     )
     .unwrap();
-    let meta: HashMap<String, String> =
-        meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let meta: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let p = dir.join(name);
     delta_io::save(&delta, &p, StoreDtype::F32, &meta).unwrap();
     p
@@ -51,7 +58,12 @@ fn aggregates_peft_files_and_reports_every_input() {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            write(dir.path(), &format!("n{i}.safetensors"), &[(PEFT_A, vec![4, 2], *v), (PEFT_B, vec![3, 2], -v)], &[])
+            write(
+                dir.path(),
+                &format!("n{i}.safetensors"),
+                &[(PEFT_A, vec![4, 2], *v), (PEFT_B, vec![3, 2], -v)],
+                &[],
+            )
         })
         .collect();
     let out = dir.path().join("agg.safetensors");
@@ -60,7 +72,11 @@ fn aggregates_peft_files_and_reports_every_input() {
     run_to(&a, &mut report).unwrap();
     let text = String::from_utf8(report).unwrap();
     assert!(text.contains("rule krum"), "{text}");
-    assert_eq!(text.matches("rejected: not selected by krum").count(), 4, "{text}");
+    assert_eq!(
+        text.matches("rejected: not selected by krum").count(),
+        4,
+        "{text}"
+    );
     let (agg, meta) = delta_io::load(&out).unwrap();
     assert_eq!(meta["rule"], "krum");
     let v = agg.get(PEFT_A).unwrap().data[0];
@@ -92,12 +108,29 @@ fn aggregates_peft_files_and_reports_every_input() {
 #[test]
 fn mismatched_layout_names_tensor_and_file() {
     let dir = tempfile::tempdir().unwrap();
-    let a = write(dir.path(), "a.safetensors", &[(PEFT_A, vec![4, 2], 1.0)], &[]);
-    let b = write(dir.path(), "b.safetensors", &[(PEFT_A, vec![2, 4], 1.0)], &[]);
+    let a = write(
+        dir.path(),
+        "a.safetensors",
+        &[(PEFT_A, vec![4, 2], 1.0)],
+        &[],
+    );
+    let b = write(
+        dir.path(),
+        "b.safetensors",
+        &[(PEFT_A, vec![2, 4], 1.0)],
+        &[],
+    );
     let out = dir.path().join("o.safetensors");
-    let err = run_to(&args(vec![a, b], out.clone(), Rule::Median, 0), &mut Vec::new()).unwrap_err();
+    let err = run_to(
+        &args(vec![a, b], out.clone(), Rule::Median, 0),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("b.safetensors") && msg.contains(PEFT_A), "{msg}");
+    assert!(
+        msg.contains("b.safetensors") && msg.contains(PEFT_A),
+        "{msg}"
+    );
     assert!(!out.exists());
 }
 
@@ -116,7 +149,11 @@ fn bands_use_daf_with_file_metadata() {
                 dir.path(),
                 &format!("{i}.safetensors"),
                 &[(coarse, vec![2, 2], *v), (domain, vec![2, 2], *v)],
-                &[("node_id", id.as_str()), ("samples", "10"), ("improvement.domain", impr)],
+                &[
+                    ("node_id", id.as_str()),
+                    ("samples", "10"),
+                    ("improvement.domain", impr),
+                ],
             )
         })
         .collect();
@@ -126,8 +163,14 @@ fn bands_use_daf_with_file_metadata() {
     let mut report = Vec::new();
     run_to(&a, &mut report).unwrap();
     let text = String::from_utf8(report).unwrap();
-    assert!(text.contains("group coarse") && text.contains("group domain"), "{text}");
-    assert!(text.contains("node-2") && text.contains("rejected: zero weight"), "{text}");
+    assert!(
+        text.contains("group coarse") && text.contains("group domain"),
+        "{text}"
+    );
+    assert!(
+        text.contains("node-2") && text.contains("rejected: zero weight"),
+        "{text}"
+    );
     let (agg, _) = delta_io::load(&out).unwrap();
     // Coarse: trimmed mean of 1..4 with k = 1 -> 2.5. Domain: node-2 has weight 0 -> (1+2+4)/3.
     assert_eq!(agg.get(coarse).unwrap().data, vec![2.5; 4]);

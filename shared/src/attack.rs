@@ -83,19 +83,20 @@ impl Attack {
         }
     }
 
-    /// Every attack with its default parameter.
+    /// Every attack with its default parameter (the values `FromStr` uses without `:<param>`).
     pub fn all() -> [Attack; 8] {
         [
-            "sign-flip",
-            "gaussian",
-            "scaling",
-            "random",
-            "alie",
-            "ipm",
-            "min-max",
-            "label-flip",
+            Attack::SignFlip { c: 1.0 },
+            Attack::Gaussian { sigma: 1.0 },
+            Attack::Scaling { factor: 10.0 },
+            Attack::Random { amplitude: 1.0 },
+            Attack::Alie { z: None },
+            Attack::Ipm { epsilon: 0.1 },
+            Attack::MinMax {
+                direction: Perturbation::InverseStd,
+            },
+            Attack::LabelFlip,
         ]
-        .map(|s| s.parse().unwrap_or(Attack::LabelFlip))
     }
 
     /// The `f` attacker updates for a round with these honest updates; `n` = honest + f.
@@ -152,12 +153,22 @@ impl Attack {
                     Some(z) => z,
                     None => alie_z(n, f)?,
                 };
-                repeat(mu.iter().zip(&sigma).map(|(m, s)| (m - z * s) as f32).collect())
+                repeat(
+                    mu.iter()
+                        .zip(&sigma)
+                        .map(|(m, s)| (m - z * s) as f32)
+                        .collect(),
+                )
             }
             Attack::MinMax { direction } => {
                 let p = perturbation(direction, &mu, &sigma);
                 let gamma = min_max_gamma(honest, &mu, &p);
-                repeat(mu.iter().zip(&p).map(|(m, p)| (m + gamma * p) as f32).collect())
+                repeat(
+                    mu.iter()
+                        .zip(&p)
+                        .map(|(m, p)| (m + gamma * p) as f32)
+                        .collect(),
+                )
             }
             Attack::LabelFlip => return Err(AttackError::DataAttack),
         })
@@ -205,14 +216,20 @@ impl FromStr for Attack {
         let num = |default: f64| -> Result<f64, ParseNameError> {
             match param {
                 None => Ok(default),
-                Some(p) => p.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(err),
+                Some(p) => p
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(err),
             }
         };
         Ok(match name {
             "sign-flip" => Attack::SignFlip { c: num(1.0)? },
             "gaussian" => Attack::Gaussian { sigma: num(1.0)? },
             "scaling" => Attack::Scaling { factor: num(10.0)? },
-            "random" => Attack::Random { amplitude: num(1.0)? },
+            "random" => Attack::Random {
+                amplitude: num(1.0)?,
+            },
             "alie" => Attack::Alie {
                 z: param.map(|_| num(0.0)).transpose()?,
             },
@@ -237,7 +254,9 @@ fn moments(honest: &[&[f32]]) -> (Vec<f64>, Vec<f64>) {
     let h = honest.len() as f64;
     let mut mu = vec![0f64; d];
     for r in honest {
-        mu.iter_mut().zip(r.iter()).for_each(|(m, x)| *m += *x as f64);
+        mu.iter_mut()
+            .zip(r.iter())
+            .for_each(|(m, x)| *m += *x as f64);
     }
     mu.iter_mut().for_each(|m| *m /= h);
     let mut var = vec![0f64; d];
@@ -311,10 +330,13 @@ fn min_max_gamma(honest: &[&[f32]], mu: &[f64], p: &[f64]) -> f64 {
     let ab: Vec<(f64, f64)> = honest
         .iter()
         .map(|h| {
-            h.iter().zip(mu).zip(p).fold((0.0, 0.0), |(a, b), ((x, m), pk)| {
-                let t = m - *x as f64;
-                (a + t * t, b + t * pk)
-            })
+            h.iter()
+                .zip(mu)
+                .zip(p)
+                .fold((0.0, 0.0), |(a, b), ((x, m), pk)| {
+                    let t = m - *x as f64;
+                    (a + t * t, b + t * pk)
+                })
         })
         .collect();
     let mut threshold = 0.0f64;
@@ -328,7 +350,10 @@ fn min_max_gamma(honest: &[&[f32]], mu: &[f64], p: &[f64]) -> f64 {
             threshold = threshold.max(dd);
         }
     }
-    let ok = |g: f64| ab.iter().all(|(a, b)| a + 2.0 * g * b + g * g * c <= threshold);
+    let ok = |g: f64| {
+        ab.iter()
+            .all(|(a, b)| a + 2.0 * g * b + g * g * c <= threshold)
+    };
     let mut hi = 1.0;
     while ok(hi) && hi < 1e30 {
         hi *= 2.0;
@@ -389,7 +414,11 @@ mod tests {
 
     fn honest() -> Vec<Vec<f32>> {
         (0..7)
-            .map(|i| (0..16).map(|j| 1.0 + 0.1 * ((i * 7 + j * 3) % 5) as f32).collect())
+            .map(|i| {
+                (0..16)
+                    .map(|j| 1.0 + 0.1 * ((i * 7 + j * 3) % 5) as f32)
+                    .collect()
+            })
             .collect()
     }
 
@@ -397,6 +426,7 @@ mod tests {
     fn names_roundtrip() {
         for a in Attack::all() {
             assert_eq!(a.to_string().parse::<Attack>().unwrap(), a);
+            assert_eq!(a.name().parse::<Attack>().unwrap(), a, "defaults agree");
             assert_eq!(a.name().parse::<Attack>().unwrap().name(), a.name());
         }
         assert_eq!(
@@ -424,14 +454,25 @@ mod tests {
         assert!((sf[0][0] as f64 + 2.0 * mu[0]).abs() < 1e-5);
         let ipm = Attack::Ipm { epsilon: 0.1 }.generate(&rows, 3, 0).unwrap();
         assert!((ipm[1][5] as f64 + 0.1 * mu[5]).abs() < 1e-6);
-        let sc = Attack::Scaling { factor: 10.0 }.generate(&rows, 2, 0).unwrap();
+        let sc = Attack::Scaling { factor: 10.0 }
+            .generate(&rows, 2, 0)
+            .unwrap();
         assert_eq!(sc[1][0], 10.0 * h[1][0]);
         let alie = Attack::Alie { z: None }.generate(&rows, 3, 0).unwrap();
         assert!((alie[0][2] as f64 - (mu[2] - 0.5244 * sigma[2])).abs() < 1e-4);
-        let g1 = Attack::Gaussian { sigma: 1.0 }.generate(&rows, 2, 9).unwrap();
-        assert_eq!(g1, Attack::Gaussian { sigma: 1.0 }.generate(&rows, 2, 9).unwrap());
+        let g1 = Attack::Gaussian { sigma: 1.0 }
+            .generate(&rows, 2, 9)
+            .unwrap();
+        assert_eq!(
+            g1,
+            Attack::Gaussian { sigma: 1.0 }
+                .generate(&rows, 2, 9)
+                .unwrap()
+        );
         assert_ne!(g1[0], g1[1]);
-        let r = Attack::Random { amplitude: 0.5 }.generate(&rows, 2, 9).unwrap();
+        let r = Attack::Random { amplitude: 0.5 }
+            .generate(&rows, 2, 9)
+            .unwrap();
         assert!(r.iter().flatten().all(|v| v.abs() <= 0.5));
         assert_eq!(
             Attack::LabelFlip.generate(&rows, 1, 0),
@@ -448,7 +489,11 @@ mod tests {
         let h = honest();
         let rows: Vec<&[f32]> = h.iter().map(|r| r.as_slice()).collect();
         for dir in ["min-max", "min-max:unit", "min-max:sign"] {
-            let m = dir.parse::<Attack>().unwrap().generate(&rows, 1, 0).unwrap();
+            let m = dir
+                .parse::<Attack>()
+                .unwrap()
+                .generate(&rows, 1, 0)
+                .unwrap();
             let dist = |a: &[f32], b: &[f32]| {
                 a.iter()
                     .zip(b)

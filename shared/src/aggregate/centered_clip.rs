@@ -93,9 +93,12 @@ mod tests {
 
     #[test]
     fn clips_outlier_influence_to_tau_over_n() {
-        let v: Vec<Vec<f32>> = vec![vec![1.0, 0.0], vec![1.0, 0.0], vec![1.0, 0.0], vec![
-            1e6, 0.0,
-        ]];
+        let v: Vec<Vec<f32>> = vec![
+            vec![1.0, 0.0],
+            vec![1.0, 0.0],
+            vec![1.0, 0.0],
+            vec![1e6, 0.0],
+        ];
         let rows: Vec<&[f32]> = v.iter().map(|r| r.as_slice()).collect();
         let prev = [1.0f32, 0.0];
         let out = centered_clip(&rows, Some(&prev), 1, 2.0, 1).unwrap();

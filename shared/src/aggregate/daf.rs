@@ -374,6 +374,9 @@ mod tests {
         bad.delta.tensors.pop();
         let inputs = vec![input("a", 1.0, 1.0), bad];
         let err = aggregate_bands(&inputs, None, &DafConfig::new(0)).unwrap_err();
-        assert!(matches!(err, AggregateError::Layout { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, AggregateError::Layout { index: 1, .. }),
+            "{err}"
+        );
     }
 }

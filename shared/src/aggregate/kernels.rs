@@ -86,10 +86,7 @@ pub(crate) fn cosine(a: &[f32], b: &[f32]) -> Option<f64> {
         .par_chunks(BLOCK * 8)
         .zip(b.par_chunks(BLOCK * 8))
         .map(|(x, y)| (dot(x, y), dot(x, x), dot(y, y)))
-        .reduce(
-            || (0.0, 0.0, 0.0),
-            |p, q| (p.0 + q.0, p.1 + q.1, p.2 + q.2),
-        );
+        .reduce(|| (0.0, 0.0, 0.0), |p, q| (p.0 + q.0, p.1 + q.1, p.2 + q.2));
     let den = aa.sqrt() * bb.sqrt();
     (den > 0.0).then(|| (ab / den).clamp(-1.0, 1.0))
 }
@@ -150,23 +147,21 @@ pub(crate) fn weighted_mean_f64(rows: &[&[f32]], weights: &[f64]) -> Vec<f64> {
     let d = rows.first().map_or(0, |r| r.len());
     let total: f64 = weights.iter().sum();
     let mut out = vec![0f64; d];
-    out.par_chunks_mut(BLOCK)
-        .enumerate()
-        .for_each(|(b, acc)| {
-            let lo = b * BLOCK;
-            let len = acc.len();
-            for (r, &w) in rows.iter().zip(weights) {
-                if w == 0.0 {
-                    continue;
-                }
-                for (a, &x) in acc.iter_mut().zip(&r[lo..lo + len]) {
-                    *a += w * x as f64;
-                }
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, acc)| {
+        let lo = b * BLOCK;
+        let len = acc.len();
+        for (r, &w) in rows.iter().zip(weights) {
+            if w == 0.0 {
+                continue;
             }
-            for a in acc.iter_mut() {
-                *a /= total;
+            for (a, &x) in acc.iter_mut().zip(&r[lo..lo + len]) {
+                *a += w * x as f64;
             }
-        });
+        }
+        for a in acc.iter_mut() {
+            *a /= total;
+        }
+    });
     out
 }
 

@@ -156,7 +156,7 @@ pub(crate) fn bulyan(rows: &[&[f32]], f: usize) -> Result<RuleOutput, AggregateE
     selected.sort_unstable();
     let chosen: Vec<&[f32]> = selected.iter().map(|&i| rows[i]).collect();
     let aggregate = kernels::per_coordinate(&chosen, |col| {
-        col.sort_unstable_by(f32::total_cmp);
+        coordinate::sort(col);
         coordinate::closest_to_median_mean(col, beta)
     });
     Ok(RuleOutput {

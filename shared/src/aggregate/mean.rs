@@ -115,7 +115,13 @@ mod tests {
         assert!(weighted(Rule::FedAvg, &rows, &[0.0; 3], WeightCap::None).is_err());
         assert!(weighted(Rule::FedAvg, &rows, &[-1.0, 1.0, 1.0], WeightCap::None).is_err());
         assert!(
-            weighted(Rule::FedAvg, &rows, &[1.0; 3], WeightCap::Absolute(f64::NAN)).is_err()
+            weighted(
+                Rule::FedAvg,
+                &rows,
+                &[1.0; 3],
+                WeightCap::Absolute(f64::NAN)
+            )
+            .is_err()
         );
     }
 

@@ -27,7 +27,9 @@ impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NonFinite => write!(f, "non-finite values"),
-            Self::NormAboveBound { norm, bound } => write!(f, "norm {norm:.4e} > bound {bound:.4e}"),
+            Self::NormAboveBound { norm, bound } => {
+                write!(f, "norm {norm:.4e} > bound {bound:.4e}")
+            }
             Self::CosineBelow { cosine, threshold } => {
                 write!(f, "cosine {cosine:.4} < threshold {threshold:.4}")
             }

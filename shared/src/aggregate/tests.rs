@@ -25,7 +25,10 @@ fn cfg(rule: Rule, f: usize) -> RuleConfig {
     RuleConfig::new(rule).with_f(f)
 }
 
-fn matrix(n: std::ops::Range<usize>, d: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Vec<f32>>> {
+fn matrix(
+    n: std::ops::Range<usize>,
+    d: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<Vec<f32>>> {
     (n, d).prop_flat_map(|(n, d)| {
         prop::collection::vec(prop::collection::vec(-100.0f32..100.0, d), n)
     })
@@ -116,11 +119,19 @@ fn flower_vectors_through_the_entry_point() {
 
 fn planted() -> Vec<Vec<f32>> {
     let mut rows: Vec<Vec<f32>> = (0..7)
-        .map(|i| (0..8).map(|j| 1.0 + 0.01 * ((i * 5 + j * 3) % 7) as f32).collect())
+        .map(|i| {
+            (0..8)
+                .map(|j| 1.0 + 0.01 * ((i * 5 + j * 3) % 7) as f32)
+                .collect()
+        })
         .collect();
     rows.push(vec![5.0; 8]);
     rows.push(vec![-3.0; 8]);
-    rows.push((0..8).map(|j| if j % 2 == 0 { 9.0 } else { -9.0 }).collect());
+    rows.push(
+        (0..8)
+            .map(|j| if j % 2 == 0 { 9.0 } else { -9.0 })
+            .collect(),
+    );
     rows
 }
 
@@ -153,12 +164,23 @@ fn conditions_refuse_or_run_the_recorded_fallback() {
     let rows = planted();
     let err = run(&rows, &[1.0; 10], &cfg(Rule::Bulyan, 2)).unwrap_err();
     assert!(
-        matches!(err, AggregateError::Condition { rule: Rule::Bulyan, n: 10, f: 2, .. }),
+        matches!(
+            err,
+            AggregateError::Condition {
+                rule: Rule::Bulyan,
+                n: 10,
+                f: 2,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(matches!(
         run(&rows[..8], &[1.0; 8], &cfg(Rule::Krum, 3)),
-        Err(AggregateError::Condition { rule: Rule::Krum, .. })
+        Err(AggregateError::Condition {
+            rule: Rule::Krum,
+            ..
+        })
     ));
     let c = cfg(Rule::Bulyan, 2).with_fallback(Rule::Median);
     let out = run(&rows, &[1.0; 10], &c).unwrap();
@@ -224,11 +246,18 @@ fn robustness_f3_of_10_under_every_attack() {
     let mut g = crate::privacy::normal_stream(11, 0);
     let base: Vec<f64> = (0..d).map(|_| g.next_normal()).collect();
     let honest: Vec<Vec<f32>> = (0..7)
-        .map(|_| base.iter().map(|b| (b + 0.1 * g.next_normal()) as f32).collect())
+        .map(|_| {
+            base.iter()
+                .map(|b| (b + 0.1 * g.next_normal()) as f32)
+                .collect()
+        })
         .collect();
     let hrows: Vec<&[f32]> = honest.iter().map(|r| r.as_slice()).collect();
     let hmean = kernels::mean(&hrows);
-    let previous: Vec<f32> = base.iter().map(|b| (b + 0.05 * g.next_normal()) as f32).collect();
+    let previous: Vec<f32> = base
+        .iter()
+        .map(|b| (b + 0.05 * g.next_normal()) as f32)
+        .collect();
     let attacks: Vec<Attack> = Attack::all()
         .into_iter()
         .filter(|a| *a != Attack::LabelFlip)
@@ -253,7 +282,11 @@ fn robustness_f3_of_10_under_every_attack() {
             let inputs: Vec<Input<'_>> = rows
                 .iter()
                 .zip(&ids)
-                .map(|(r, id)| Input { node_id: id, values: r, weight: 1.0 })
+                .map(|(r, id)| Input {
+                    node_id: id,
+                    values: r,
+                    weight: 1.0,
+                })
                 .collect();
             // Last round's aggregate: centered clipping starts from it.
             match aggregate(&inputs, Some(&previous), &c, &Prefilter::default()) {

@@ -135,7 +135,11 @@ pub fn dp_mean(updates: &[&[f32]], cfg: &DpConfig) -> Result<DpMean, PrivacyErro
         let mut x = u.to_vec();
         clip_factors.push(clip_l2(&mut x, cfg.clip));
         if cfg.mode == NoiseMode::Local {
-            add_gaussian(&mut x, cfg.z * cfg.clip, &mut normal_stream(cfg.seed, index as u64 + 1));
+            add_gaussian(
+                &mut x,
+                cfg.z * cfg.clip,
+                &mut normal_stream(cfg.seed, index as u64 + 1),
+            );
         }
         sum.iter_mut().zip(&x).for_each(|(s, v)| *s += *v as f64);
     }

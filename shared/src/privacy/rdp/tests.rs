@@ -59,7 +59,10 @@ fn epsilon_matches_dp_accounting() {
         acc.compose(q, z, steps).unwrap();
         let (eps, order) = acc.epsilon(delta).unwrap();
         let want = f(case, "epsilon");
-        assert!(close(eps, want, 1e-8), "q={q} z={z} T={steps}: {eps} vs {want}");
+        assert!(
+            close(eps, want, 1e-8),
+            "q={q} z={z} T={steps}: {eps} vs {want}"
+        );
         assert!((order - f(case, "order")).abs() < 1e-9, "optimal order");
     }
 }
