@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "node", version, about = "RuvDLLM node: pretrain, evaluate and run a masked-diffusion LM")]
+#[command(
+    name = "node",
+    version,
+    about = "RuvDLLM node: pretrain, evaluate and run a masked-diffusion LM"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -13,10 +17,19 @@ pub struct Cli {
 pub enum Command {
     /// Train a preset from scratch on the built-in pretraining split (or corpus files).
     Pretrain(crate::pretrain_cmd::PretrainArgs),
+    /// Generate text by masked diffusion from a prompt.
+    Generate(crate::generate_cmd::GenerateArgs),
+    /// Held-out loss, perplexity bound and exact match.
+    Eval(crate::eval_cmd::EvalArgs),
+    /// Convert a checkpoint to a llama.cpp-layout GGUF file.
+    Convert(crate::convert_cmd::ConvertArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pretrain(args) => crate::pretrain_cmd::run(args),
+        Command::Generate(args) => crate::generate_cmd::run(args),
+        Command::Eval(args) => crate::eval_cmd::run(args),
+        Command::Convert(args) => crate::convert_cmd::run(args),
     }
 }

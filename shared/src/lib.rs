@@ -20,6 +20,8 @@ pub mod delta;
 pub mod delta_io;
 #[cfg(feature = "model")]
 pub mod denoiser;
+#[cfg(feature = "model")]
+pub mod eval;
 pub mod fsutil;
 #[cfg(feature = "model")]
 pub mod model;

@@ -1,4 +1,5 @@
 //! Forward-pass properties of the LLaDA transformer on small random models.
+#![cfg(feature = "model")]
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;

@@ -1,6 +1,7 @@
 //! The sampler on the real LLaDA-architecture model (tiny, randomly initialised): the
 //! block-wise caches go through the model's own `forward_cached` / `forward_window`, and with a
 //! refresh at every step reproduce the uncached result exactly.
+#![cfg(feature = "model")]
 
 use std::ops::ControlFlow;
 
