@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "coordinator", version, about = "RuvDLLM coordinator: robust aggregation of TALoRA deltas")]
+#[command(
+    name = "coordinator",
+    version,
+    about = "RuvDLLM coordinator: robust aggregation of TALoRA deltas"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "node", version, about = "RuvDLLM node: pretrain, evaluate and run a masked-diffusion LM")]
+#[command(
+    name = "node",
+    version,
+    about = "RuvDLLM node: pretrain, evaluate and run a masked-diffusion LM"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -61,7 +61,10 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         anyhow::bail!("--steps and --batch-size must be positive and --seq-len at least 8");
     }
     let tok = ByteTokenizer;
-    let to_example = |s: &data::Sample| Example { prompt: tok.encode(&s.prompt), answer: tok.encode(&s.answer) };
+    let to_example = |s: &data::Sample| Example {
+        prompt: tok.encode(&s.prompt),
+        answer: tok.encode(&s.answer),
+    };
     let generator = Generator::new(data::DEFAULT_SEED ^ args.seed);
     let corpus: Vec<Example> = if args.corpus.is_empty() {
         Vec::new()
@@ -113,17 +116,26 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     );
     let bar = ProgressBar::new(args.steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut ema: Option<f32> = None;
     pretrain(&opts, next_batch, |r| {
         let e = ema.map_or(r.loss, |e| 0.98 * e + 0.02 * r.loss);
         ema = Some(e);
         bar.set_position(r.step as u64 + 1);
-        bar.set_message(format!("loss {e:.4} lr {:.2e} |g| {:.2}", r.lr, r.grad_norm));
+        bar.set_message(format!(
+            "loss {e:.4} lr {:.2e} |g| {:.2}",
+            r.lr, r.grad_norm
+        ));
         if (r.step + 1) % 100 == 0 {
-            bar.println(format!("step {:>6}  loss(ema) {e:.4}  lr {:.2e}", r.step + 1, r.lr));
+            bar.println(format!(
+                "step {:>6}  loss(ema) {e:.4}  lr {:.2e}",
+                r.step + 1,
+                r.lr
+            ));
         }
     })?;
     bar.finish();

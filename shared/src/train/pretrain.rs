@@ -79,8 +79,18 @@ pub fn pretrain(
     } else {
         checkpoint::seeded_init(&varmap, opts.seed, 0.02)?;
     }
-    let schedule = Schedule { peak_lr: opts.lr, warmup: opts.warmup, total: opts.steps, floor: 0.1 };
-    let mut trainer = Trainer::new(varmap.all_vars(), schedule, opts.weight_decay, Some(opts.grad_clip))?;
+    let schedule = Schedule {
+        peak_lr: opts.lr,
+        warmup: opts.warmup,
+        total: opts.steps,
+        floor: 0.1,
+    };
+    let mut trainer = Trainer::new(
+        varmap.all_vars(),
+        schedule,
+        opts.weight_decay,
+        Some(opts.grad_clip),
+    )?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x9E37_79B9_7F4A_7C15);
     for step in 0..opts.steps {
         let examples = next_batch(step);
@@ -91,21 +101,33 @@ pub fn pretrain(
             super::objective::noise(&batch, mask, Objective::Pretrain, (0.0, 1.0), &mut rng);
             continue;
         }
-        let loss = masked_diffusion_loss(&model, &batch, Objective::Pretrain, (0.0, 1.0), &mut rng)?;
+        let loss =
+            masked_diffusion_loss(&model, &batch, Objective::Pretrain, (0.0, 1.0), &mut rng)?;
         let value = loss.to_scalar::<f32>()?;
         let lr = schedule.lr(step);
         let grad_norm = trainer.step(&loss)?;
-        on_step(&StepReport { step, loss: value, grad_norm, lr });
+        on_step(&StepReport {
+            step,
+            loss: value,
+            grad_norm,
+            lr,
+        });
         let done = step + 1 == opts.steps;
         if done || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
             checkpoint::save(&varmap, &opts.config, &opts.out, opts.save_dtype)?;
             crate::fsutil::write_atomic(&opts.out.join("step"), (step + 1).to_string().as_bytes())
-                .map_err(|e| Error::Checkpoint { path: opts.out.display().to_string(), reason: e.to_string() })?;
+                .map_err(|e| Error::Checkpoint {
+                    path: opts.out.display().to_string(),
+                    reason: e.to_string(),
+                })?;
         }
     }
     Ok(varmap)
 }
 
 fn read_step(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string(dir.join("step")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(dir.join("step"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
