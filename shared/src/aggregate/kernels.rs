@@ -11,7 +11,7 @@
 //! near-duplicate updates — the diagonal is exactly 0 and no distance can come out negative. They
 //! are the one place where f32 arithmetic is used inside a sum: n(n−1)/2 pairs make it the most
 //! expensive kernel, so each pair's differences are squared and summed in f32 over runs of
-//! [`F32_RUN`] values (16 per accumulator lane) and every run is flushed into the pair's f64 total.
+//! [`F32_RUN`] values (8 per accumulator lane) and every run is flushed into the pair's f64 total.
 //! The difference of two nearby f32 values is exact (Sterbenz), so the relative error of a distance
 //! stays around 1e-6, far below anything Krum's ranking depends on, and duplicates still come out
 //! exactly 0.
@@ -24,6 +24,7 @@ pub(crate) const BLOCK: usize = 2048;
 const LANES: usize = 8;
 
 /// Σ a_k·b_k in f64.
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
     let mut acc = [0f64; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -61,6 +62,7 @@ pub(crate) fn sq_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Σ (a_k − b_k)² in f64 where `b` is already f64.
+#[inline(always)]
 fn sq_diff_f64(a: &[f32], b: &[f64]) -> f64 {
     let mut acc = [0f64; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -85,7 +87,9 @@ fn sq_diff_f64(a: &[f32], b: &[f64]) -> f64 {
 /// finite f32 (≈1.2e77) summed over any realistic length cannot overflow f64. The pre-filter uses
 /// this to check finiteness and measure the norm in one pass.
 pub(crate) fn norm_sq(a: &[f32]) -> f64 {
-    a.par_chunks(BLOCK * 8).map(|c| dot(c, c)).sum::<f64>()
+    a.par_chunks(BLOCK * 8)
+        .map(|c| with_avx2(|| dot(c, c)))
+        .sum::<f64>()
 }
 
 /// Cosine similarity of `a` and `b` (None when either is the zero vector).
@@ -99,18 +103,23 @@ pub(crate) fn cosine(a: &[f32], b: &[f32]) -> Option<f64> {
     (den > 0.0).then(|| (ab / den).clamp(-1.0, 1.0))
 }
 
-/// Values per f32 partial sum in [`sq_diff_f32`] (16 per accumulator lane).
-pub(crate) const F32_RUN: usize = 16 * LANES;
+/// Independent f32 accumulators in [`sq_diff_f32`]: four AVX registers, enough to hide the add
+/// latency.
+const F32_LANES: usize = 32;
+
+/// Values per f32 partial sum in [`sq_diff_f32`] (8 per accumulator lane).
+pub(crate) const F32_RUN: usize = 8 * F32_LANES;
 
 /// Σ (a_k − b_k)², squared and summed in f32 over runs of [`F32_RUN`] values, runs summed in f64.
+#[inline(always)]
 fn sq_diff_f32(a: &[f32], b: &[f32]) -> f64 {
     let mut total = 0f64;
     for (ra, rb) in a.chunks(F32_RUN).zip(b.chunks(F32_RUN)) {
-        let mut acc = [0f32; LANES];
-        let (ca, cb) = (ra.chunks_exact(LANES), rb.chunks_exact(LANES));
+        let mut acc = [0f32; F32_LANES];
+        let (ca, cb) = (ra.chunks_exact(F32_LANES), rb.chunks_exact(F32_LANES));
         let (ta, tb) = (ca.remainder(), cb.remainder());
         for (x, y) in ca.zip(cb) {
-            for k in 0..LANES {
+            for k in 0..F32_LANES {
                 let t = x[k] - y[k];
                 acc[k] += t * t;
             }
@@ -124,6 +133,54 @@ fn sq_diff_f32(a: &[f32], b: &[f32]) -> f64 {
     total
 }
 
+/// Adds the upper-triangle squared distances of coordinates `lo..hi` to `acc` (n×n, row-major).
+#[inline(always)]
+fn pair_block(rows: &[&[f32]], lo: usize, hi: usize, acc: &mut [f64]) {
+    let n = rows.len();
+    for i in 0..n {
+        let ri = &rows[i][lo..hi];
+        for j in i + 1..n {
+            acc[i * n + j] += sq_diff_f32(ri, &rows[j][lo..hi]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pair_block_avx2(rows: &[&[f32]], lo: usize, hi: usize, acc: &mut [f64]) {
+    pair_block(rows, lo, hi, acc);
+}
+
+/// Runs `f` inside a function compiled with AVX2 when the running CPU has it, so that `f` (inlined
+/// there) gets the wider vectors; otherwise calls it plainly. The kernels are written as simple
+/// loops that LLVM vectorises for whichever target it compiles them for.
+#[inline(always)]
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the running CPU supports AVX2, checked just above.
+        return unsafe { call_avx2(f) };
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn call_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// [`pair_block`] with AVX2 when the running CPU has it (the binary stays portable).
+fn pair_block_dispatch(rows: &[&[f32]], lo: usize, hi: usize, acc: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the running CPU supports AVX2, checked just above.
+        unsafe { pair_block_avx2(rows, lo, hi, acc) };
+        return;
+    }
+    pair_block(rows, lo, hi, acc);
+}
+
 /// Symmetric n×n matrix (row-major) of squared L2 distances, exactly 0 on the diagonal.
 pub(crate) fn pairwise_sq_dists(rows: &[&[f32]]) -> Vec<f64> {
     let n = rows.len();
@@ -135,13 +192,7 @@ pub(crate) fn pairwise_sq_dists(rows: &[&[f32]]) -> Vec<f64> {
             || vec![0f64; n * n],
             |mut acc, b| {
                 let lo = b * BLOCK;
-                let hi = (lo + BLOCK).min(d);
-                for i in 0..n {
-                    let ri = &rows[i][lo..hi];
-                    for j in i + 1..n {
-                        acc[i * n + j] += sq_diff_f32(ri, &rows[j][lo..hi]);
-                    }
-                }
+                pair_block_dispatch(rows, lo, (lo + BLOCK).min(d), &mut acc);
                 acc
             },
         )
@@ -162,6 +213,7 @@ fn add_into(mut a: Vec<f64>, b: Vec<f64>) -> Vec<f64> {
 }
 
 /// Σ (a_k − z_k)² in f64 where `z` is already f64 (a centre being iterated on).
+#[inline(always)]
 pub(crate) fn sq_dist_to(a: &[f32], z: &[f64]) -> f64 {
     sq_diff_f64(a, z)
 }
@@ -183,7 +235,7 @@ where
         .fold(
             || (vec![0f64; n], vec![0f64; BLOCK]),
             |(mut sums, mut scratch), (b, chunk)| {
-                body(b * BLOCK, chunk, &mut sums, &mut scratch);
+                with_avx2(|| body(b * BLOCK, chunk, &mut sums, &mut scratch));
                 (sums, scratch)
             },
         )
@@ -198,20 +250,22 @@ pub(crate) fn weighted_mean(rows: &[&[f32]], weights: &[f64]) -> Vec<f32> {
     let total: f64 = weights.iter().sum();
     let mut out = vec![0f32; d];
     out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, o)| {
-        let lo = b * BLOCK;
-        let mut acc = [0f64; BLOCK];
-        let acc = &mut acc[..o.len()];
-        for (r, &w) in rows.iter().zip(weights) {
-            if w == 0.0 {
-                continue;
+        with_avx2(|| {
+            let lo = b * BLOCK;
+            let mut acc = [0f64; BLOCK];
+            let acc = &mut acc[..o.len()];
+            for (r, &w) in rows.iter().zip(weights) {
+                if w == 0.0 {
+                    continue;
+                }
+                for (a, &x) in acc.iter_mut().zip(&r[lo..lo + o.len()]) {
+                    *a += w * x as f64;
+                }
             }
-            for (a, &x) in acc.iter_mut().zip(&r[lo..lo + o.len()]) {
-                *a += w * x as f64;
+            for (o, a) in o.iter_mut().zip(acc.iter()) {
+                *o = (*a / total) as f32;
             }
-        }
-        for (o, a) in o.iter_mut().zip(acc.iter()) {
-            *o = (*a / total) as f32;
-        }
+        })
     });
     out
 }
