@@ -4,12 +4,14 @@
 //! round's aggregate (zero when there is none). An outlier can move the centre by at most τ/n per
 //! iteration however large it is, which is what makes the rule robust while still using every
 //! input. The rule is stateful across rounds only through the `previous` vector the caller passes.
-
-use rayon::prelude::*;
+//!
+//! Each iteration is one pass over memory: per block of coordinates the centre is moved and the
+//! rows' squared distances to the moved centre (which the next iteration clips by) are accumulated
+//! while the rows are still in cache.
 
 use super::config::Rule;
 use super::error::AggregateError;
-use super::kernels::{self, BLOCK};
+use super::kernels;
 use super::report::{Mark, RuleOutput, Status};
 
 pub(crate) fn centered_clip(
@@ -49,25 +51,42 @@ pub(crate) fn centered_clip(
         Some(p) => p.iter().map(|x| *x as f64).collect(),
         None => vec![0.0; d],
     };
+    let sq_dists = |v: &mut [f64]| {
+        kernels::fold_blocks(v, n, |lo, vb, sums, _| {
+            for (s, r) in sums.iter_mut().zip(rows) {
+                *s += kernels::sq_dist_to(&r[lo..lo + vb.len()], vb);
+            }
+        })
+    };
+    let mut dist: Vec<f64> = sq_dists(&mut v).into_iter().map(f64::sqrt).collect();
     let mut clip = vec![1.0; n];
-    for _ in 0..iters {
-        let dist = kernels::dists_to(rows, &v);
+    for it in 0..iters {
         clip = dist
             .iter()
             .map(|di| if *di > tau { tau / di } else { 1.0 })
             .collect();
         let keep = 1.0 - clip.iter().sum::<f64>() / n as f64;
-        v.par_chunks_mut(BLOCK).enumerate().for_each(|(b, vb)| {
-            let lo = b * BLOCK;
-            let mut acc: Vec<f64> = vb.iter().map(|x| x * keep).collect();
+        let measure = it + 1 < iters;
+        let sq = kernels::fold_blocks(&mut v, n, |lo, vb, sums, scratch| {
+            let hi = lo + vb.len();
+            let acc = &mut scratch[..vb.len()];
+            for (a, x) in acc.iter_mut().zip(vb.iter()) {
+                *a = x * keep;
+            }
             for (r, &c) in rows.iter().zip(&clip) {
                 let s = c / n as f64;
-                for (a, &x) in acc.iter_mut().zip(&r[lo..lo + vb.len()]) {
+                for (a, &x) in acc.iter_mut().zip(&r[lo..hi]) {
                     *a += s * x as f64;
                 }
             }
-            vb.copy_from_slice(&acc);
+            vb.copy_from_slice(acc);
+            if measure {
+                for (s, r) in sums.iter_mut().zip(rows) {
+                    *s += kernels::sq_dist_to(&r[lo..hi], vb);
+                }
+            }
         });
+        dist = sq.into_iter().map(f64::sqrt).collect();
     }
     let marks = clip
         .iter()

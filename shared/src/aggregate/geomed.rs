@@ -5,6 +5,11 @@
 //! smoothing ν keeps the step defined when z lands on an input. We start from the plain mean and
 //! stop after the configured number of iterations or when the objective stops improving
 //! (relative change < 1e-10), which typically takes 3–8 steps.
+//!
+//! Each step is one pass over memory: per block of coordinates, the new centre is computed and
+//! the rows' squared distances to it are accumulated while the rows are still in cache. The centre
+//! itself is never stored in full — only its f32 rounding, which is the output — because the next
+//! step rebuilds it from the weights alone.
 
 use super::config::Rule;
 use super::error::AggregateError;
@@ -12,6 +17,32 @@ use super::kernels;
 use super::report::{Mark, RuleOutput};
 
 const REL_TOL: f64 = 1e-10;
+
+/// One Weiszfeld pass: z = Σ w_i·x_i / Σ w_i (f64 per coordinate, written to `out` as f32) and
+/// ‖x_i − z‖ for every row, measured against the f64 centre.
+fn step(rows: &[&[f32]], w: &[f64], out: &mut [f32]) -> Vec<f64> {
+    let total: f64 = w.iter().sum();
+    kernels::fold_blocks(out, rows.len(), |lo, o, sums, scratch| {
+        let hi = lo + o.len();
+        let z = &mut scratch[..o.len()];
+        z.fill(0.0);
+        for (r, &wi) in rows.iter().zip(w) {
+            for (a, &x) in z.iter_mut().zip(&r[lo..hi]) {
+                *a += wi * x as f64;
+            }
+        }
+        for (a, o) in z.iter_mut().zip(o.iter_mut()) {
+            *a /= total;
+            *o = *a as f32;
+        }
+        for (s, r) in sums.iter_mut().zip(rows) {
+            *s += kernels::sq_dist_to(&r[lo..hi], z);
+        }
+    })
+    .into_iter()
+    .map(f64::sqrt)
+    .collect()
+}
 
 pub(crate) fn geomedian(
     rows: &[&[f32]],
@@ -44,17 +75,16 @@ pub(crate) fn geomedian(
             reason: "must be finite and > 0",
         });
     }
-    let mut z = kernels::weighted_mean_f64(rows, &vec![1.0; n]);
-    let mut d = kernels::dists_to(rows, &z);
+    let mut z = vec![0f32; rows[0].len()];
+    let mut d = step(rows, &vec![1.0; n], &mut z);
     let mut objective: f64 = d.iter().sum();
     let mut w: Vec<f64> = d.iter().map(|di| 1.0 / di.max(nu)).collect();
-    for step in 0..iters {
-        z = kernels::weighted_mean_f64(rows, &w);
-        d = kernels::dists_to(rows, &z);
+    for it in 0..iters {
+        d = step(rows, &w, &mut z);
         let next: f64 = d.iter().sum();
         w = d.iter().map(|di| 1.0 / di.max(nu)).collect();
         let done = (objective - next).abs() <= REL_TOL * objective.max(f64::MIN_POSITIVE);
-        tracing::trace!(step, objective = next, "weiszfeld step");
+        tracing::trace!(step = it, objective = next, "weiszfeld step");
         objective = next;
         if done {
             break;
@@ -63,7 +93,7 @@ pub(crate) fn geomedian(
     // `w` are the weights the next step would use: report the current point's influence shares.
     let total: f64 = w.iter().sum();
     Ok(RuleOutput {
-        aggregate: kernels::to_f32(&z),
+        aggregate: z,
         marks: w.iter().map(|wi| Mark::weighted(wi / total)).collect(),
     })
 }

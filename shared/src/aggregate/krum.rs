@@ -20,6 +20,7 @@ use super::config::Rule;
 use super::coordinate;
 use super::error::AggregateError;
 use super::kernels;
+use super::network::Network;
 use super::report::{Mark, RejectReason, RuleOutput, Status};
 
 /// Krum scores of the members of `set` against each other, with `c` neighbours each.
@@ -155,9 +156,11 @@ pub(crate) fn bulyan(rows: &[&[f32]], f: usize) -> Result<RuleOutput, AggregateE
     }
     selected.sort_unstable();
     let chosen: Vec<&[f32]> = selected.iter().map(|&i| rows[i]).collect();
-    let aggregate = kernels::per_coordinate(&chosen, |col| {
-        coordinate::sort(col);
-        coordinate::closest_to_median_mean(col, beta)
+    let net = Network::sorting(theta);
+    let aggregate = coordinate::sorted_columns(&chosen, &net, |block, w, _, out| {
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = coordinate::closest_to_median_mean(block, w, c, theta, beta) as f32;
+        }
     });
     Ok(RuleOutput {
         aggregate,

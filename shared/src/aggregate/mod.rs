@@ -19,6 +19,7 @@ mod geomed;
 mod kernels;
 mod krum;
 mod mean;
+mod network;
 mod prefilter;
 mod report;
 
@@ -177,3 +178,5 @@ pub fn aggregate(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reference;

@@ -81,7 +81,11 @@ impl Prefilter {
         let prev = previous.filter(|p| p.iter().any(|v| *v != 0.0));
         let norms: Vec<Option<f64>> = rows
             .iter()
-            .map(|r| r.iter().all(|v| v.is_finite()).then(|| kernels::norm(r)))
+            .map(|r| {
+                // One pass: the f64 sum of squares is finite exactly when every value is.
+                let sq = kernels::norm_sq(r);
+                sq.is_finite().then(|| sq.sqrt())
+            })
             .collect();
         let bound = self.norm_bound.map(|nb| match nb {
             NormBound::Absolute(b) => b,
