@@ -24,8 +24,8 @@ fn bench(c: &mut Criterion) {
     let prompt = long_prompt(PROMPT_LEN, 0);
     let mut canvas = prompt.clone();
     canvas.resize(PROMPT_LEN + GEN_LEN, specials.mask);
-    let ids = Tensor::from_vec(canvas, (1, PROMPT_LEN + GEN_LEN), &Device::Cpu)
-        .expect("canvas tensor");
+    let ids =
+        Tensor::from_vec(canvas, (1, PROMPT_LEN + GEN_LEN), &Device::Cpu).expect("canvas tensor");
     let batch = model.plain_batch(&ids).expect("plain batch");
     let opts = Options {
         gen_length: GEN_LEN,

@@ -303,10 +303,10 @@ fn run(name: &str, args: &Args) -> anyhow::Result<Report> {
 }
 
 fn print_tables(reports: &[Report], args: &Args) {
+    println!("### 8-step generation (prompt {PROMPT_LEN}, output {GEN_LEN}, one block, greedy)\n");
     println!(
-        "### 8-step generation (prompt {PROMPT_LEN}, output {GEN_LEN}, one block, greedy)\n"
+        "| model | params | p50 ms | p90 ms | p99 ms | tok/s b=1 | tok/s b=8 | peak RSS MiB |"
     );
-    println!("| model | params | p50 ms | p90 ms | p99 ms | tok/s b=1 | tok/s b=8 | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in reports {
         let l = &r.latency;
@@ -381,9 +381,7 @@ fn main() -> anyhow::Result<()> {
     );
     print_tables(&reports, &args);
     if reports.iter().any(|r| !r.latency.rss_reset) {
-        println!(
-            "\npeak RSS is the whole process's: /proc/self/clear_refs could not reset VmHWM"
-        );
+        println!("\npeak RSS is the whole process's: /proc/self/clear_refs could not reset VmHWM");
     }
     Ok(())
 }
