@@ -1,6 +1,8 @@
 //! Bench helpers: deterministic synthetic workloads shared by the criterion benches and the report
 //! binaries, so every table in the README measures the same data.
 
+pub mod inference;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ruvdllm::delta::{Delta, NamedTensor};
