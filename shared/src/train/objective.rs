@@ -45,16 +45,16 @@ pub fn noise(
     let (b, l) = (batch.len(), batch.seq_len());
     let mut noisy = batch.ids.clone();
     let (mut index, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..b {
+    for (r, row) in noisy.iter_mut().enumerate() {
         let t = t_range.0 + (t_range.1 - t_range.0) * unit_f64(rng);
         let p = (1.0 - EPS) * t + EPS;
         let norm = match objective {
             Objective::Pretrain => (b * l) as f64,
             Objective::Sft => (batch.answer_len[r] * b) as f64,
         };
-        for c in 0..l {
+        for (c, tok) in row.iter_mut().enumerate() {
             if batch.maskable[r][c] && unit_f64(rng) < p {
-                noisy[r][c] = mask_id;
+                *tok = mask_id;
                 index.push((r * l + c) as u32);
                 targets.push(batch.ids[r][c]);
                 weights.push((1.0 / (p * norm)) as f32);
