@@ -11,7 +11,7 @@
 //! * a row's noise comes from its own seeded stream, so its output does not depend on its batch
 //!   (Dream's per-step reveal count is per row, not the batch mean);
 //! * `[MASK]` is never proposed as a token (a committed MASK would look masked again);
-//! * `confidence_eos_eot_inf` has its intended meaning at every temperature (see [`llada`]);
+//! * `confidence_eos_eot_inf` has its intended meaning at every temperature (see the `llada` module);
 //! * early stop ([`Options::early_stop`]): once a row holds an EOS with nothing masked before
 //!   it, everything after becomes EOS and the row is done. LLaDA's reference keeps denoising the
 //!   tail, which only spends forwards on what is EOS padding by then; turn it off to match it.
