@@ -17,15 +17,7 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let ids: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
-    let inputs: Vec<Input<'_>> = rows
-        .iter()
-        .zip(&ids)
-        .map(|(r, id)| Input {
-            node_id: id,
-            values: r,
-            weight: 1.0,
-        })
-        .collect();
+    let inputs = Input::equal(&ids, &rows);
     let mut group = c.benchmark_group("aggregate_7b_n10");
     group.sample_size(10);
     for rule in Rule::ALL {

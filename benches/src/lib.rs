@@ -3,9 +3,8 @@
 
 pub mod inference;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use ruvdllm::delta::{Delta, NamedTensor};
+use ruvdllm::privacy::{NormalStream, normal_stream};
 
 /// TALoRA bands and their default ranks (DESIGN §5).
 pub const TALORA_BANDS: [(&str, usize); 3] = [("coarse", 8), ("domain", 4), ("fine", 2)];
@@ -15,26 +14,18 @@ pub const HIDDEN_7B: usize = 4096;
 /// Standard deviation (Gaussian) or scale (Student-t) of synthetic delta values.
 pub const DELTA_SCALE: f32 = 1e-3;
 
-/// One standard normal sample (Box–Muller on two uniforms; the version-stable way, without
-/// `rand_distr`).
-pub fn standard_normal(rng: &mut impl Rng) -> f32 {
-    let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
-    let u2: f64 = rng.random::<f64>();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
-
 /// One Student-t sample with 3 degrees of freedom: Z / sqrt(χ²₃ / 3).
-pub fn student_t3(rng: &mut impl Rng) -> f32 {
-    let z = standard_normal(rng);
-    let chi2: f32 = (0..3).map(|_| standard_normal(rng).powi(2)).sum();
-    z / (chi2 / 3.0).max(f32::MIN_POSITIVE).sqrt()
+pub fn student_t3(normal: &mut NormalStream) -> f32 {
+    let z = normal.next_normal();
+    let chi2: f64 = (0..3).map(|_| normal.next_normal().powi(2)).sum();
+    (z / (chi2 / 3.0).max(f64::MIN_POSITIVE).sqrt()) as f32
 }
 
 /// The 7B-shaped TALoRA wire delta: B matrices only, 32 layers × {q_proj, v_proj} × [4096 × r] for
 /// r = 8 (coarse), 4 (domain), 2 (fine) — 3,670,016 values, 14.7 MB at f32. Values are
 /// N(0, 1e-3²), or 1e-3 · Student-t(3) when `heavy_tail`; the same seed gives the same delta.
 pub fn talora_7b_delta(seed: u64, heavy_tail: bool) -> Delta {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = normal_stream(seed, 0);
     let mut tensors = Vec::with_capacity(TALORA_BANDS.len() * LAYERS_7B * 2);
     for (band, rank) in TALORA_BANDS {
         for layer in 0..LAYERS_7B {
@@ -47,7 +38,7 @@ pub fn talora_7b_delta(seed: u64, heavy_tail: bool) -> Delta {
                         let v = if heavy_tail {
                             student_t3(&mut rng)
                         } else {
-                            standard_normal(&mut rng)
+                            rng.next_normal() as f32
                         };
                         v * DELTA_SCALE
                     })

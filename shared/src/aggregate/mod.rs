@@ -40,6 +40,20 @@ pub struct Input<'a> {
     pub weight: f64,
 }
 
+impl<'a> Input<'a> {
+    /// One input per row, named by `ids`, all with weight 1 (unweighted rules, tests, benches).
+    pub fn equal(ids: &'a [String], rows: &'a [Vec<f32>]) -> Vec<Input<'a>> {
+        ids.iter()
+            .zip(rows)
+            .map(|(id, r)| Input {
+                node_id: id,
+                values: r,
+                weight: 1.0,
+            })
+            .collect()
+    }
+}
+
 /// Runs one rule (no fallback) over already-screened rows.
 fn apply(
     rule: Rule,

@@ -217,15 +217,7 @@ fn entry_point_validates_and_reports_buckets() {
         AggregateError::AllRejected { n: 1 }
     );
     let ids: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
-    let inputs: Vec<Input<'_>> = rows
-        .iter()
-        .zip(&ids)
-        .map(|(r, id)| Input {
-            node_id: id,
-            values: r,
-            weight: 1.0,
-        })
-        .collect();
+    let inputs = Input::equal(&ids, &rows);
     let pf = Prefilter {
         bucket_size: Some(2),
         seed: 3,
@@ -279,15 +271,7 @@ fn robustness_f3_of_10_under_every_attack() {
             c.params.cc_tau = 1.0;
             c.params.cc_iters = 5;
             let ids: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
-            let inputs: Vec<Input<'_>> = rows
-                .iter()
-                .zip(&ids)
-                .map(|(r, id)| Input {
-                    node_id: id,
-                    values: r,
-                    weight: 1.0,
-                })
-                .collect();
+            let inputs = Input::equal(&ids, &rows);
             // Last round's aggregate: centered clipping starts from it.
             match aggregate(&inputs, Some(&previous), &c, &Prefilter::default()) {
                 Err(AggregateError::Condition { .. }) => {

@@ -203,15 +203,7 @@ fn assert_close(rule: Rule, n: usize, got: &[f32], want: &[f64]) {
 
 fn run(rows: &[Vec<f32>], cfg: &RuleConfig) -> Outcome {
     let ids: Vec<String> = (0..rows.len()).map(|i| format!("n{i}")).collect();
-    let inputs: Vec<Input<'_>> = rows
-        .iter()
-        .zip(&ids)
-        .map(|(r, id)| Input {
-            node_id: id,
-            values: r,
-            weight: 1.0,
-        })
-        .collect();
+    let inputs = Input::equal(&ids, rows);
     aggregate(&inputs, None, cfg, &Prefilter::default()).unwrap()
 }
 
