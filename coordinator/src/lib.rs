@@ -3,3 +3,5 @@
 pub mod aggregate_cmd;
 pub mod cli;
 pub mod codec_cmd;
+#[cfg(feature = "sim")]
+pub mod sim;

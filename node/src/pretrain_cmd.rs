@@ -48,6 +48,12 @@ pub struct PretrainArgs {
     /// Continue from the checkpoint in `--out`.
     #[arg(long)]
     pub resume: bool,
+    /// Samples packed per pretraining-style row, joined by EOS (1 = one sample + EOS padding).
+    #[arg(long, default_value_t = 4)]
+    pub pack: usize,
+    /// Stop after this step (the learning-rate schedule still spans `--steps`).
+    #[arg(long)]
+    pub until: Option<usize>,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
@@ -57,8 +63,8 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         "f32" => DType::F32,
         other => anyhow::bail!("--dtype must be f16 or f32, not `{other}`"),
     };
-    if args.batch_size == 0 || args.seq_len < 8 || args.steps == 0 {
-        anyhow::bail!("--steps and --batch-size must be positive and --seq-len at least 8");
+    if args.batch_size == 0 || args.seq_len < 8 || args.steps == 0 || args.pack == 0 {
+        anyhow::bail!("--steps, --batch-size and --pack must be positive and --seq-len at least 8");
     }
     let tok = ByteTokenizer;
     let to_example = |s: &data::Sample| Example {
@@ -76,12 +82,20 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     };
     let mut stream = generator.pretrain_stream();
     let bs = args.batch_size;
+    let per_step = {
+        let pretrain_rows = bs.div_ceil(2);
+        pretrain_rows * args.pack + (bs - pretrain_rows)
+    };
     let mut corpus_pos = 0usize;
     let next_batch = |_step: usize| -> Vec<Example> {
         if corpus.is_empty() {
-            stream.by_ref().take(bs).map(|s| to_example(&s)).collect()
+            stream
+                .by_ref()
+                .take(per_step)
+                .map(|s| to_example(&s))
+                .collect()
         } else {
-            (0..bs)
+            (0..per_step)
                 .map(|_| {
                     let e = corpus[corpus_pos % corpus.len()].clone();
                     corpus_pos += 1;
@@ -104,7 +118,10 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         save_dtype,
         resume: args.resume,
+        pack: args.pack,
+        until: args.until,
     };
+    debug_assert_eq!(opts.examples_per_step(), per_step);
     eprintln!(
         "pretraining `{}` ({:.2} M params) for {} steps of {}×{} tokens → {}",
         args.preset,

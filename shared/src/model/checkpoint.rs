@@ -174,7 +174,23 @@ pub fn load_into_varmap(varmap: &mut VarMap, dir: &Path) -> Result<Config, Error
     if own.format != FORMAT {
         return Err(ck_err(&cfg_path, format!("not a {FORMAT} checkpoint")));
     }
-    varmap.load(dir.join("model.safetensors"))?;
+    // VarMap::load copies without a dtype conversion; our checkpoints are usually f16 while the
+    // trainable variables are f32, so convert each tensor on the way in.
+    let path = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Config("variable map lock poisoned".into()))?;
+    for (name, var) in data.iter() {
+        let t = tensors.get(name).ok_or_else(|| {
+            ck_err(
+                &path,
+                format!("missing tensor `{name}` (shape {:?})", var.dims()),
+            )
+        })?;
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
     Ok(own.config)
 }
 

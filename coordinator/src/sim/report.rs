@@ -1,0 +1,243 @@
+//! What a simulation records: one [`RoundRecord`] per round with every figure the round table
+//! prints, written as `report.json` next to the plots. Byte counts come in pairs — counted at the
+//! socket by the transport and counted by the codec (payload bytes) — so framing and TLS overhead
+//! are visible rather than hidden.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Held-out quality of one global adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// The SFT diffusion loss on the held-out split (fixed noise seed).
+    pub heldout_loss: f64,
+    /// LLaDA's Monte-Carlo perplexity bound on the held-out split.
+    pub ppl_bound: f64,
+    pub exact_match_correct: usize,
+    pub exact_match_total: usize,
+}
+
+impl Quality {
+    pub fn exact_match(&self) -> f64 {
+        if self.exact_match_total == 0 {
+            0.0
+        } else {
+            self.exact_match_correct as f64 / self.exact_match_total as f64
+        }
+    }
+}
+
+/// Wall time of one round, split by phase (seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// From the round's announcement until the last node finished local training.
+    pub train_s: f64,
+    /// From the first upload starting until the coordinator held every accepted update.
+    pub upload_s: f64,
+    /// Aggregation inside the coordinator.
+    pub aggregate_s: f64,
+    /// From the new global adapter being ready until every node had downloaded it.
+    pub distribute_s: f64,
+    /// The whole round, announcement to announcement.
+    pub total_s: f64,
+}
+
+/// One node's part in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRound {
+    pub node: String,
+    /// Bytes the node sent / received on its connection during the round, counted at the socket.
+    pub socket_up: u64,
+    pub socket_down: u64,
+    /// The encoded payload sizes the codec produced / the node downloaded.
+    pub codec_up: u64,
+    pub codec_down: u64,
+    pub accepted: bool,
+    /// Why the coordinator refused the update (`None` when accepted).
+    pub reason: Option<String>,
+    /// Mean local training loss of the round.
+    pub train_loss: f64,
+    pub attacker: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u64,
+    pub latency: Latency,
+    pub nodes: Vec<NodeRound>,
+    pub accepted: usize,
+    pub rejected: usize,
+    /// Refusals counted by reason.
+    pub rejected_by_reason: BTreeMap<String, usize>,
+    /// Fallbacks or notes the aggregation recorded.
+    pub aggregation_notes: Vec<String>,
+    pub quality: Quality,
+}
+
+impl RoundRecord {
+    pub fn socket_up_total(&self) -> u64 {
+        self.nodes.iter().map(|n| n.socket_up).sum()
+    }
+    pub fn socket_down_total(&self) -> u64 {
+        self.nodes.iter().map(|n| n.socket_down).sum()
+    }
+}
+
+/// The whole run: configuration, the base's quality before round 1, every round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The resolved configuration (every default filled in).
+    pub config: serde_json::Value,
+    pub seed: u64,
+    pub base: Quality,
+    pub rounds: Vec<RoundRecord>,
+    pub wall_s: f64,
+}
+
+impl Report {
+    /// Relative fall of the held-out loss from the base to the last round (0.1 = 10 %).
+    pub fn loss_improvement(&self) -> f64 {
+        match self.rounds.last() {
+            Some(last) if self.base.heldout_loss > 0.0 => {
+                (self.base.heldout_loss - last.quality.heldout_loss) / self.base.heldout_loss
+            }
+            _ => 0.0,
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(self)?;
+        ruvdllm::fsutil::write_atomic(path, &json)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+}
+
+/// Formats a byte count the way the round table prints it (kB / MB, decimal).
+pub fn bytes(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.2} MB", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} kB", n as f64 / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// The round table's header and one row per round.
+pub fn table_header() -> String {
+    format!(
+        "{:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8} {:>7}",
+        "round",
+        "total s",
+        "train",
+        "upload",
+        "aggr",
+        "distr",
+        "up/node",
+        "codec/node",
+        "down/node",
+        "acc/rej",
+        "heldout",
+        "ppl≤",
+        "EM"
+    )
+}
+
+pub fn table_row(r: &RoundRecord) -> String {
+    let n = r.nodes.len().max(1) as u64;
+    let codec_up: u64 = r.nodes.iter().map(|x| x.codec_up).sum();
+    let mut row = format!(
+        "{:>5} {:>7.2} {:>7.2} {:>7.2} {:>7.3} {:>7.2} {:>10} {:>10} {:>10} {:>8} {:>9.4} {:>8.3} {:>6.1}%",
+        r.round,
+        r.latency.total_s,
+        r.latency.train_s,
+        r.latency.upload_s,
+        r.latency.aggregate_s,
+        r.latency.distribute_s,
+        bytes(r.socket_up_total() / n),
+        bytes(codec_up / n),
+        bytes(r.socket_down_total() / n),
+        format!("{}/{}", r.accepted, r.rejected),
+        r.quality.heldout_loss,
+        r.quality.ppl_bound,
+        100.0 * r.quality.exact_match(),
+    );
+    if !r.rejected_by_reason.is_empty() {
+        let reasons: Vec<String> = r
+            .rejected_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
+        row.push_str(&format!("  rejected: {}", reasons.join(", ")));
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(round: u64, loss: f64) -> RoundRecord {
+        RoundRecord {
+            round,
+            latency: Latency {
+                total_s: 1.0,
+                ..Default::default()
+            },
+            nodes: vec![NodeRound {
+                node: "node-0".into(),
+                socket_up: 2_500,
+                socket_down: 1_200_000,
+                codec_up: 2_000,
+                codec_down: 1_100_000,
+                accepted: false,
+                reason: Some("non-finite".into()),
+                train_loss: 0.5,
+                attacker: true,
+            }],
+            accepted: 0,
+            rejected: 1,
+            rejected_by_reason: [("non-finite".to_string(), 1)].into_iter().collect(),
+            aggregation_notes: vec![],
+            quality: Quality {
+                heldout_loss: loss,
+                ppl_bound: 2.0,
+                exact_match_correct: 1,
+                exact_match_total: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn json_round_trip_and_improvement() {
+        let report = Report {
+            config: serde_json::json!({"nodes": 1}),
+            seed: 7,
+            base: Quality {
+                heldout_loss: 1.0,
+                ppl_bound: 3.0,
+                exact_match_correct: 0,
+                exact_match_total: 4,
+            },
+            rounds: vec![record(1, 0.9), record(2, 0.8)],
+            wall_s: 3.0,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        report.write(&path).unwrap();
+        let back = Report::read(&path).unwrap();
+        assert_eq!(back.rounds, report.rounds);
+        assert!((back.loss_improvement() - 0.2).abs() < 1e-12);
+        let row = table_row(&back.rounds[0]);
+        assert!(row.contains("2.5 kB") && row.contains("1.20 MB") && row.contains("25.0%"));
+        assert!(row.contains("non-finite×1"), "{row}");
+    }
+}
