@@ -87,7 +87,7 @@ fn packed_batch(examples: &[Example], seq_len: usize, config: &Config, k: usize)
     let mut rest = examples;
     let mut r = 0usize;
     while !rest.is_empty() {
-        if r % 2 == 0 {
+        if r.is_multiple_of(2) {
             let take = k.min(rest.len());
             let mut answer = Vec::with_capacity(seq_len);
             for ex in &rest[..take] {
@@ -191,6 +191,13 @@ pub fn pretrain(
     Ok(varmap)
 }
 
+fn read_step(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("step"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,11 +244,4 @@ mod tests {
         let one = mixed_batch(&examples[..2], 10, &cfg, 1);
         assert_eq!(one.ids[0][..4], [s.bos, 1, 2, s.eos]);
     }
-}
-
-fn read_step(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string(dir.join("step"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
