@@ -119,7 +119,8 @@ pub fn parse(body: &[u8]) -> Result<CompletionRequest, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let req: CompletionRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let param = (path != ".").then_some(path);
+        // `.` is the body itself and `?` a position serde could not name (e.g. truncated input).
+        let param = (path != "." && !path.contains('?')).then_some(path);
         ApiError::InvalidRequest {
             message: format!("invalid JSON body: {}", e.inner()),
             param,
@@ -511,7 +512,7 @@ mod tests {
                 .to_string()
                 .contains("max_tokenz")
         );
-        assert!(job(r#"{"model": "m""#).is_err());
+        assert_eq!(param(job(r#"{"model": "m""#).unwrap_err()), None);
         assert!(job(r#"{"model": "m", "prompt": "x"} trailing"#).is_err());
         assert!(
             job(r#"{"prompt": "x"}"#)
