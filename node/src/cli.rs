@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "node",
     version,
-    about = "RuvDLLM node: pretrain, evaluate and run a masked-diffusion LM"
+    about = "RuvDLLM node: pretrain, evaluate, run and serve a masked-diffusion LM"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,6 +23,8 @@ pub enum Command {
     Eval(crate::eval_cmd::EvalArgs),
     /// Convert a checkpoint to a llama.cpp-layout GGUF file.
     Convert(crate::convert_cmd::ConvertArgs),
+    /// Serve the OpenAI-style completion API over HTTP.
+    Serve(crate::serve_cmd::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => crate::generate_cmd::run(args),
         Command::Eval(args) => crate::eval_cmd::run(args),
         Command::Convert(args) => crate::convert_cmd::run(args),
+        Command::Serve(args) => crate::serve_cmd::run(args),
     }
 }

@@ -8,3 +8,5 @@ pub mod generate_cmd;
 pub mod model_arg;
 pub mod pretrain_cmd;
 pub mod sampler_args;
+pub mod serve;
+pub mod serve_cmd;
