@@ -7,11 +7,11 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use super::Error;
 use super::band::Band;
 use super::lora::Lora;
 use super::names::{Shape, Target};
 use super::talora::Talora;
-use super::Error;
 use crate::delta::NamedTensor;
 use crate::model::Model;
 use crate::model::lora::{Adapter, LowRank, Term, Weighting};

@@ -105,7 +105,11 @@ impl FromStr for Band {
 }
 
 fn sanitize(t: f64) -> f64 {
-    if t.is_nan() { DEFAULT_T } else { t.clamp(0.0, 1.0) }
+    if t.is_nan() {
+        DEFAULT_T
+    } else {
+        t.clamp(0.0, 1.0)
+    }
 }
 
 /// The weight of each band (`[coarse, domain, fine]`) at diffusion time `t ∈ [0, 1]`.

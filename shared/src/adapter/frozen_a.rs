@@ -67,7 +67,10 @@ mod tests {
         let mean = big.iter().map(|&v| v as f64).sum::<f64>() / big.len() as f64;
         let var = big.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / big.len() as f64;
         assert!(mean.abs() < 0.01, "mean {mean}");
-        assert!((var / (0.125f64.powi(2) / 3.0) - 1.0).abs() < 0.1, "var {var}");
+        assert!(
+            (var / (0.125f64.powi(2) / 3.0) - 1.0).abs() < 0.1,
+            "var {var}"
+        );
         // A prefix of a longer derivation is the shorter derivation (same stream).
         assert_eq!(derive(7, "n", 2, 64), derive(7, "n", 4, 64)[..128].to_vec());
     }

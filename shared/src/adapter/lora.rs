@@ -249,8 +249,7 @@ mod tests {
         assert_eq!(cfg.r, 4);
         assert_eq!(cfg.base_model_name_or_path.as_deref(), Some("ruvdllm/tiny"));
         // The file holds exactly the PEFT keys with PEFT shapes.
-        let (raw, meta) =
-            crate::delta_io::load(&dir.path().join(peft::WEIGHTS_FILE)).unwrap();
+        let (raw, meta) = crate::delta_io::load(&dir.path().join(peft::WEIGHTS_FILE)).unwrap();
         assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
         assert_eq!(raw.tensors.len(), 2 * 2 * 7);
         let q_a = raw

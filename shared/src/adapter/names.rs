@@ -232,10 +232,16 @@ impl Spec {
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field, reason: String| Err(Error::Spec { field, reason });
         if self.ranks.iter().any(|&r| r == 0 || r > MAX_RANK) {
-            return bad("ranks", format!("{:?}: each must be in 1..={MAX_RANK}", self.ranks));
+            return bad(
+                "ranks",
+                format!("{:?}: each must be in 1..={MAX_RANK}", self.ranks),
+            );
         }
         if self.alphas.iter().any(|a| !a.is_finite() || *a <= 0.0) {
-            return bad("alphas", format!("{:?}: must be finite and > 0", self.alphas));
+            return bad(
+                "alphas",
+                format!("{:?}: must be finite and > 0", self.alphas),
+            );
         }
         if self.targets.is_empty() {
             return bad("targets", "at least one target is needed".into());
@@ -274,12 +280,18 @@ pub fn module_path(layer: usize, target: Target) -> String {
 
 /// PEFT name of a LoRA A tensor (`[r, in]`).
 pub fn peft_a(layer: usize, target: Target) -> String {
-    format!("base_model.model.{}.lora_A.weight", module_path(layer, target))
+    format!(
+        "base_model.model.{}.lora_A.weight",
+        module_path(layer, target)
+    )
 }
 
 /// PEFT name of a LoRA B tensor (`[out, r]`).
 pub fn peft_b(layer: usize, target: Target) -> String {
-    format!("base_model.model.{}.lora_B.weight", module_path(layer, target))
+    format!(
+        "base_model.model.{}.lora_B.weight",
+        module_path(layer, target)
+    )
 }
 
 /// Parses a PEFT LoRA tensor name back into `(layer, target, is_a)`; `None` for any other name.
@@ -391,15 +403,30 @@ mod tests {
             talora_b(Band::Fine, 1, Target::V),
             "talora.fine.base_model.model.model.transformer.blocks.1.v_proj.lora_B.weight"
         );
-        assert_eq!(parse_peft(&peft_a(12, Target::Up)), Some((12, Target::Up, true)));
-        assert_eq!(parse_peft(&peft_b(0, Target::O)), Some((0, Target::O, false)));
-        assert_eq!(parse_peft("base_model.model.model.transformer.blocks.x.q_proj.lora_A.weight"), None);
-        assert_eq!(parse_peft("base_model.model.model.transformer.ff_out.lora_A.weight"), None);
+        assert_eq!(
+            parse_peft(&peft_a(12, Target::Up)),
+            Some((12, Target::Up, true))
+        );
+        assert_eq!(
+            parse_peft(&peft_b(0, Target::O)),
+            Some((0, Target::O, false))
+        );
+        assert_eq!(
+            parse_peft("base_model.model.model.transformer.blocks.x.q_proj.lora_A.weight"),
+            None
+        );
+        assert_eq!(
+            parse_peft("base_model.model.model.transformer.ff_out.lora_A.weight"),
+            None
+        );
     }
 
     #[test]
     fn targets_parse() {
-        assert_eq!(Target::parse_list("v,q").unwrap(), vec![Target::Q, Target::V]);
+        assert_eq!(
+            Target::parse_list("v,q").unwrap(),
+            vec![Target::Q, Target::V]
+        );
         assert_eq!(Target::parse_list("all").unwrap().len(), 7);
         assert_eq!(Target::parse_list("q,q_proj").unwrap(), vec![Target::Q]);
         assert!(Target::parse_list("q,x").is_err());
@@ -413,7 +440,10 @@ mod tests {
         // 32 layers × {q, v} × B [4096 × r] for r = 8 + 4 + 2 → 3,670,016 parameters.
         let layout = b_layout(&Spec::default(), &Shape::llada_8b()).unwrap();
         assert_eq!(layout.len(), 3 * 32 * 2);
-        let n: usize = layout.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        let n: usize = layout
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
         assert_eq!(n, 3_670_016);
         assert_eq!(layout[0].1, vec![4096, 8]);
         assert!(layout[0].0.starts_with("talora.coarse."));
@@ -425,7 +455,10 @@ mod tests {
         let mut s = Spec::default();
         assert_eq!(s.scale(Band::Coarse), 1.0);
         s.ranks[1] = 0;
-        assert!(matches!(s.validate(), Err(Error::Spec { field: "ranks", .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(Error::Spec { field: "ranks", .. })
+        ));
         let mut s = Spec::default();
         s.targets = vec![Target::V, Target::Q];
         assert!(s.validate().is_err());

@@ -112,7 +112,12 @@ impl PeftConfig {
 
     /// Refuses configs whose semantics we do not implement.
     pub fn check_supported(&self, path: &Path) -> Result<(), Error> {
-        let refuse = |what: &str| Err(Error::file(path, format!("unsupported PEFT config: {what}")));
+        let refuse = |what: &str| {
+            Err(Error::file(
+                path,
+                format!("unsupported PEFT config: {what}"),
+            ))
+        };
         if self.peft_type != "LORA" {
             return refuse(&format!("peft_type {}", self.peft_type));
         }
@@ -208,7 +213,10 @@ mod tests {
         assert_eq!(json["r"], 8);
         assert_eq!(json["lora_alpha"], 16);
         assert!(json["lora_alpha"].is_i64());
-        assert_eq!(json["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
+        assert_eq!(
+            json["target_modules"],
+            serde_json::json!(["q_proj", "v_proj"])
+        );
         assert_eq!(json["base_model_name_or_path"], "tiny");
         assert_eq!(json["bias"], "none");
         assert_eq!(json["fan_in_fan_out"], false);

@@ -17,11 +17,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::Error;
 use super::band::Band;
 use super::frozen_a;
 use super::lora::Lora;
 use super::names::{self, Shape, Spec, Target};
-use super::Error;
 use crate::delta::{Delta, NamedTensor};
 
 /// Marker in `talora.json`.
@@ -163,19 +163,33 @@ impl Talora {
 
     /// Errors unless `other` has the same spec, run seed and shape.
     pub fn check_compatible(&self, other: &Talora) -> Result<(), Error> {
-        let differ = |what, l: String, r: String| Err(Error::Incompatible {
-            what,
-            left: l,
-            right: r,
-        });
+        let differ = |what, l: String, r: String| {
+            Err(Error::Incompatible {
+                what,
+                left: l,
+                right: r,
+            })
+        };
         if self.spec != other.spec {
-            return differ("spec", format!("{:?}", self.spec), format!("{:?}", other.spec));
+            return differ(
+                "spec",
+                format!("{:?}", self.spec),
+                format!("{:?}", other.spec),
+            );
         }
         if self.run_seed != other.run_seed {
-            return differ("run seed", self.run_seed.to_string(), other.run_seed.to_string());
+            return differ(
+                "run seed",
+                self.run_seed.to_string(),
+                other.run_seed.to_string(),
+            );
         }
         if self.shape != other.shape {
-            return differ("shape", format!("{:?}", self.shape), format!("{:?}", other.shape));
+            return differ(
+                "shape",
+                format!("{:?}", self.shape),
+                format!("{:?}", other.shape),
+            );
         }
         Ok(())
     }
@@ -267,7 +281,11 @@ impl Talora {
                 right: r,
             };
             if lora.r != expected.r {
-                return Err(mismatch("band rank", lora.r.to_string(), expected.r.to_string()));
+                return Err(mismatch(
+                    "band rank",
+                    lora.r.to_string(),
+                    expected.r.to_string(),
+                ));
             }
             if lora.alpha != expected.alpha {
                 return Err(mismatch(
@@ -309,7 +327,11 @@ impl Talora {
 }
 
 fn check_finite(d: &Delta) -> Result<(), Error> {
-    match d.tensors.iter().find(|t| !t.data.iter().all(|v| v.is_finite())) {
+    match d
+        .tensors
+        .iter()
+        .find(|t| !t.data.iter().all(|v| v.is_finite()))
+    {
         Some(t) => Err(Error::NonFinite {
             name: t.name.clone(),
         }),

@@ -133,7 +133,10 @@ pub fn run(
     super::attach::check_shape(model, talora.shape())?;
     let invalid = |field, reason: String| Error::Spec { field, reason };
     if model.dtype() != DType::F32 {
-        return Err(invalid("dtype", format!("training needs an f32 model, got {:?}", model.dtype())));
+        return Err(invalid(
+            "dtype",
+            format!("training needs an f32 model, got {:?}", model.dtype()),
+        ));
     }
     if examples.is_empty() {
         return Err(invalid("examples", "no training examples".into()));
@@ -141,7 +144,10 @@ pub fn run(
     if opts.batch_size == 0 || opts.seq_len < 2 {
         return Err(invalid(
             "batch",
-            format!("batch {} × seq_len {} is empty", opts.batch_size, opts.seq_len),
+            format!(
+                "batch {} × seq_len {} is empty",
+                opts.batch_size, opts.seq_len
+            ),
         ));
     }
     if !(opts.lr.is_finite() && opts.lr > 0.0) {
@@ -152,14 +158,24 @@ pub fn run(
         .b()
         .tensors
         .iter()
-        .map(|t| Ok(Var::from_tensor(&super::attach::tensor(t, DType::F32, &dev)?)?))
+        .map(|t| {
+            Ok(Var::from_tensor(&super::attach::tensor(
+                t,
+                DType::F32,
+                &dev,
+            )?)?)
+        })
         .collect::<Result<_, Error>>()?;
     // Per band: a model view whose adapter takes that band's B from the variables and the other
     // bands' B as detached constants, and that band's optimiser.
     let per_band = talora.b().tensors.len() / 3;
     let steps_of: Vec<usize> = Band::ALL
         .iter()
-        .map(|&b| (0..opts.steps).filter(|&s| opts.schedule.band(s, opts.steps) == b).count())
+        .map(|&b| {
+            (0..opts.steps)
+                .filter(|&s| opts.schedule.band(s, opts.steps) == b)
+                .count()
+        })
         .collect();
     let mut views = Vec::with_capacity(3);
     let mut trainers = Vec::with_capacity(3);
@@ -167,7 +183,11 @@ pub fn run(
         let range = band.index() * per_band..(band.index() + 1) * per_band;
         let adapter = talora.adapter_with_b(model, |i| {
             let t = vars[i].as_tensor();
-            Ok(if range.contains(&i) { t.clone() } else { t.detach() })
+            Ok(if range.contains(&i) {
+                t.clone()
+            } else {
+                t.detach()
+            })
         })?;
         let mut view = model.clone();
         view.set_differentiable(true);

@@ -107,7 +107,10 @@ impl Adapter {
         for (f, term) in factors.iter().zip(&self.terms) {
             let (r, inp, out) = f.dims()?;
             if r != term.rank {
-                candle_core::bail!("layer {layer} {target}: factor rank {r}, term rank {}", term.rank);
+                candle_core::bail!(
+                    "layer {layer} {target}: factor rank {r}, term rank {}",
+                    term.rank
+                );
             }
             if *shape.get_or_insert((inp, out)) != (inp, out) {
                 candle_core::bail!("layer {layer} {target}: factors of different shapes");

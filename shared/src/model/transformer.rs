@@ -234,7 +234,13 @@ impl Model {
         Ok(())
     }
 
-    fn hooks<'a>(&'a self, batch: &'a Batch, rows: usize, len: usize, start: usize) -> Result<Hooks<'a>> {
+    fn hooks<'a>(
+        &'a self,
+        batch: &'a Batch,
+        rows: usize,
+        len: usize,
+        start: usize,
+    ) -> Result<Hooks<'a>> {
         let adapter = match &self.adapter {
             Some(a) => {
                 let w = a.column_weights(batch.t.as_deref(), rows, self.dtype, &self.device)?;

@@ -217,7 +217,13 @@ where
                 .iter()
                 .map(|m| m.len() as f64 / block_length as f64)
                 .collect();
-            batch.t = Some(t_step.iter().chain(t_step.iter().take(model_rows - b)).copied().collect());
+            batch.t = Some(
+                t_step
+                    .iter()
+                    .chain(t_step.iter().take(model_rows - b))
+                    .copied()
+                    .collect(),
+            );
             let window = StepWindow {
                 len: canvas.len(),
                 start,

@@ -53,7 +53,14 @@ fn logits(m: &Model, t: Option<Vec<f64>>, rows: usize) -> Tensor {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
@@ -67,7 +74,10 @@ fn merged_forward_equals_hooked_forward_and_unmerge_restores() {
     let mut hooked = base.clone();
     hooked.set_adapter(lora.to_adapter(&base).unwrap());
     let l1 = logits(&hooked, None, 2);
-    assert!(max_diff(&l0, &l1) > 1e-2, "the adapter must change the output");
+    assert!(
+        max_diff(&l0, &l1) > 1e-2,
+        "the adapter must change the output"
+    );
 
     let mut merged = base.clone();
     lora.merge_into(&mut merged).unwrap();
@@ -93,7 +103,11 @@ fn talora_rows_follow_their_own_timestep() {
     // Only the coarse band is non-zero.
     let mut d = t.to_delta();
     fill(&mut d, 9, 0.3);
-    for x in d.tensors.iter_mut().filter(|x| !x.name.starts_with("talora.coarse.")) {
+    for x in d
+        .tensors
+        .iter_mut()
+        .filter(|x| !x.name.starts_with("talora.coarse."))
+    {
         x.data.iter_mut().for_each(|v| *v = 0.0);
     }
     t.set_b(&d).unwrap();
@@ -102,8 +116,14 @@ fn talora_rows_follow_their_own_timestep() {
     let base_l = logits(&base, None, 2);
     let l = logits(&m, Some(vec![0.9, 0.1]), 2);
     let row = |x: &Tensor, r: usize| x.narrow(0, r, 1).unwrap();
-    assert!(max_diff(&row(&l, 0), &row(&base_l, 0)) > 1e-2, "t = 0.9 uses the coarse band");
-    assert!(max_diff(&row(&l, 1), &row(&base_l, 1)) < 1e-6, "t = 0.1 uses only the fine band");
+    assert!(
+        max_diff(&row(&l, 0), &row(&base_l, 0)) > 1e-2,
+        "t = 0.9 uses the coarse band"
+    );
+    assert!(
+        max_diff(&row(&l, 1), &row(&base_l, 1)) < 1e-6,
+        "t = 0.1 uses only the fine band"
+    );
     // No timestep: the domain band (zero here) → the base model.
     assert!(max_diff(&logits(&m, None, 2), &base_l) < 1e-6);
     // Half-way through the fade the coarse band counts half: the output moves part of the way.
@@ -118,7 +138,10 @@ fn talora_rows_follow_their_own_timestep() {
     let mut other = shape;
     other.d_model = 32;
     let wrong = Talora::new(Spec::default(), 5, other).unwrap();
-    assert!(matches!(wrong.to_adapter(&base), Err(Error::Incompatible { .. })));
+    assert!(matches!(
+        wrong.to_adapter(&base),
+        Err(Error::Incompatible { .. })
+    ));
 }
 
 #[test]
@@ -155,13 +178,31 @@ fn position_delta_touches_only_its_positions_and_respects_windows() {
     let a = Tensor::randn(0f32, 1.0, (3, 8), &dev).unwrap();
     let b = Tensor::randn(0f32, 1.0, (6, 3), &dev).unwrap();
     let mut g = PositionGroup::new(vec![(0, 1), (1, 4)], 0.5).unwrap();
-    g.insert(0, Target::Q, LowRank { a: a.clone(), b: b.clone() }).unwrap();
+    g.insert(
+        0,
+        Target::Q,
+        LowRank {
+            a: a.clone(),
+            b: b.clone(),
+        },
+    )
+    .unwrap();
     let pd = PositionDelta { groups: vec![g] };
     let y0 = Tensor::zeros((2, 5, 6), DType::F32, &dev).unwrap();
     let y = pd.apply(0, Target::Q, &x, y0.clone(), 0).unwrap();
     let manual = |r: usize, p: usize| {
-        let xr = x.narrow(0, r, 1).unwrap().narrow(1, p, 1).unwrap().reshape((1, 8)).unwrap();
-        (xr.matmul(&a.t().unwrap()).unwrap().matmul(&b.t().unwrap()).unwrap() * 0.5)
+        let xr = x
+            .narrow(0, r, 1)
+            .unwrap()
+            .narrow(1, p, 1)
+            .unwrap()
+            .reshape((1, 8))
+            .unwrap();
+        (xr.matmul(&a.t().unwrap())
+            .unwrap()
+            .matmul(&b.t().unwrap())
+            .unwrap()
+            * 0.5)
             .unwrap()
             .reshape(6)
             .unwrap()
@@ -183,7 +224,13 @@ fn position_delta_touches_only_its_positions_and_respects_windows() {
     // A window [3, 5): only (1, 4) falls inside, at local position 1.
     let xw = x.narrow(1, 3, 2).unwrap().contiguous().unwrap();
     let yw = pd
-        .apply(0, Target::Q, &xw, Tensor::zeros((2, 2, 6), DType::F32, &dev).unwrap(), 3)
+        .apply(
+            0,
+            Target::Q,
+            &xw,
+            Tensor::zeros((2, 2, 6), DType::F32, &dev).unwrap(),
+            3,
+        )
         .unwrap()
         .to_vec3::<f32>()
         .unwrap();

@@ -35,7 +35,10 @@ fn fresh_adapter_layout_and_pinned_a() {
     let t = Talora::new(Spec::default(), 42, shape()).unwrap();
     assert_eq!(t.a().tensors.len(), 3 * 2 * 2);
     assert!(t.to_delta().flatten().iter().all(|&v| v == 0.0));
-    assert_eq!(t.to_delta().layout(), names::b_layout(t.spec(), &shape()).unwrap());
+    assert_eq!(
+        t.to_delta().layout(),
+        names::b_layout(t.spec(), &shape()).unwrap()
+    );
     let i = t.index(Band::Domain, 1, Target::V).unwrap();
     assert_eq!(
         t.a().tensors[i].name,
@@ -47,8 +50,18 @@ fn fresh_adapter_layout_and_pinned_a() {
     assert_eq!(t.index(Band::Fine, 0, Target::K), None);
     assert_eq!(t.a_digest(), PINNED_A_DIGEST);
     // Same seed → same A; another seed → another A.
-    assert_eq!(Talora::new(Spec::default(), 42, shape()).unwrap().a_digest(), t.a_digest());
-    assert_ne!(Talora::new(Spec::default(), 43, shape()).unwrap().a_digest(), t.a_digest());
+    assert_eq!(
+        Talora::new(Spec::default(), 42, shape())
+            .unwrap()
+            .a_digest(),
+        t.a_digest()
+    );
+    assert_ne!(
+        Talora::new(Spec::default(), 43, shape())
+            .unwrap()
+            .a_digest(),
+        t.a_digest()
+    );
 }
 
 #[test]
@@ -63,7 +76,10 @@ fn delta_roundtrips_through_codec_and_safetensors() {
     .unwrap();
     let layout = names::b_layout(&Spec::default(), &shape()).unwrap();
     let back = codec::decode_expecting(&bytes, &Limits::default(), &layout).unwrap();
-    assert_eq!(Talora::from_delta(Spec::default(), 1, shape(), &back).unwrap(), trained);
+    assert_eq!(
+        Talora::from_delta(Spec::default(), 1, shape(), &back).unwrap(),
+        trained
+    );
     let st = crate::delta_io::save_bytes(
         &trained.to_delta(),
         crate::delta_io::StoreDtype::F32,
@@ -72,7 +88,10 @@ fn delta_roundtrips_through_codec_and_safetensors() {
     .unwrap();
     let (loaded, _) = crate::delta_io::load_bytes(&st).unwrap();
     // Loading sorts by name; from_delta puts it back in canonical order.
-    assert_eq!(Talora::from_delta(Spec::default(), 1, shape(), &loaded).unwrap(), trained);
+    assert_eq!(
+        Talora::from_delta(Spec::default(), 1, shape(), &loaded).unwrap(),
+        trained
+    );
     // A delta of another layout is refused.
     let partial = d.filter(|n| !n.starts_with("talora.fine."));
     assert!(matches!(
@@ -89,22 +108,32 @@ fn delta_roundtrips_through_codec_and_safetensors() {
 
 #[test]
 fn update_then_apply_reproduces_the_trained_adapter() {
-    let global = Talora::from_delta(Spec::default(), 5, shape(), &filled(
-        &Talora::new(Spec::default(), 5, shape()).unwrap(),
-        1,
-    ))
+    let global = Talora::from_delta(
+        Spec::default(),
+        5,
+        shape(),
+        &filled(&Talora::new(Spec::default(), 5, shape()).unwrap(), 1),
+    )
     .unwrap();
     let trained = Talora::from_delta(Spec::default(), 5, shape(), &filled(&global, 2)).unwrap();
     let update = trained.update_from(&global).unwrap();
     let mut next = global.clone();
     next.apply_delta(&update).unwrap();
-    for (x, y) in next.to_delta().flatten().iter().zip(trained.to_delta().flatten()) {
+    for (x, y) in next
+        .to_delta()
+        .flatten()
+        .iter()
+        .zip(trained.to_delta().flatten())
+    {
         assert!((x - y).abs() < 1e-6);
     }
     let other_seed = Talora::new(Spec::default(), 6, shape()).unwrap();
     assert!(matches!(
         trained.update_from(&other_seed),
-        Err(Error::Incompatible { what: "run seed", .. })
+        Err(Error::Incompatible {
+            what: "run seed",
+            ..
+        })
     ));
 }
 
@@ -149,7 +178,13 @@ fn averaging_b_across_nodes_equals_averaging_delta_w() {
         &nodes[0].to_delta().with_flat(&mean).unwrap(),
     )
     .unwrap();
-    for (i, (a, b)) in global.a().tensors.iter().zip(&global.b().tensors).enumerate() {
+    for (i, (a, b)) in global
+        .a()
+        .tensors
+        .iter()
+        .zip(&global.b().tensors)
+        .enumerate()
+    {
         let from_mean_b = delta_w(a, b);
         let mean_w: Vec<f64> = (0..from_mean_b.len())
             .map(|j| {

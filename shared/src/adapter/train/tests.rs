@@ -28,15 +28,35 @@ fn weights(m: &Model) -> Vec<Vec<f32>> {
 
 #[test]
 fn schedules_pick_bands() {
-    let rr: Vec<Band> = (0..4).map(|s| BandSchedule::RoundRobin.band(s, 4)).collect();
-    assert_eq!(rr, vec![Band::Coarse, Band::Domain, Band::Fine, Band::Coarse]);
-    let cur: Vec<Band> = (0..6).map(|s| BandSchedule::Curriculum.band(s, 6)).collect();
+    let rr: Vec<Band> = (0..4)
+        .map(|s| BandSchedule::RoundRobin.band(s, 4))
+        .collect();
+    assert_eq!(
+        rr,
+        vec![Band::Coarse, Band::Domain, Band::Fine, Band::Coarse]
+    );
+    let cur: Vec<Band> = (0..6)
+        .map(|s| BandSchedule::Curriculum.band(s, 6))
+        .collect();
     assert_eq!(
         cur,
-        vec![Band::Coarse, Band::Coarse, Band::Domain, Band::Domain, Band::Fine, Band::Fine]
+        vec![
+            Band::Coarse,
+            Band::Coarse,
+            Band::Domain,
+            Band::Domain,
+            Band::Fine,
+            Band::Fine
+        ]
     );
-    assert_eq!("fine".parse::<BandSchedule>().unwrap(), BandSchedule::Only(Band::Fine));
-    assert_eq!("curriculum".parse::<BandSchedule>().unwrap(), BandSchedule::Curriculum);
+    assert_eq!(
+        "fine".parse::<BandSchedule>().unwrap(),
+        BandSchedule::Only(Band::Fine)
+    );
+    assert_eq!(
+        "curriculum".parse::<BandSchedule>().unwrap(),
+        BandSchedule::Curriculum
+    );
     assert!("sideways".parse::<BandSchedule>().is_err());
 }
 
@@ -69,9 +89,19 @@ fn training_b_only_reduces_heldout_loss_and_leaves_the_base_bit_identical() {
     assert_eq!(report.samples_seen, 45 * 8);
     assert!(report.bands.iter().all(|b| b.steps == 15));
     let after = loss_of(&talora);
-    assert!(after.all < 0.9 * before.all, "held-out loss {} → {}", before.all, after.all);
+    assert!(
+        after.all < 0.9 * before.all,
+        "held-out loss {} → {}",
+        before.all,
+        after.all
+    );
     for k in 0..3 {
-        assert!(after.bands[k] < before.bands[k], "band {k}: {:?} → {:?}", before, after);
+        assert!(
+            after.bands[k] < before.bands[k],
+            "band {k}: {:?} → {:?}",
+            before,
+            after
+        );
     }
     // Only B moved: A is the seed's, the base weights are bit-identical.
     assert_eq!(talora.a(), global.a());
@@ -105,6 +135,9 @@ fn one_band_schedule_trains_only_that_band() {
     }
     assert!(matches!(
         run(&base, &mut talora, &[], &opts, &mut rng),
-        Err(Error::Spec { field: "examples", .. })
+        Err(Error::Spec {
+            field: "examples",
+            ..
+        })
     ));
 }
