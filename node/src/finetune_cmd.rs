@@ -165,7 +165,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
         schedule,
         ..TrainOptions::default()
     };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ 0x7A10_5A);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ 0x007A_105A);
     let start = std::time::Instant::now();
     let report = train::run(&base, &mut talora, &examples, &opts, &mut rng)?;
     let secs = start.elapsed().as_secs_f64();

@@ -147,16 +147,19 @@ impl Lora {
     /// Loads a PEFT folder for a model of `shape`. Targets are read from the tensor names; rank
     /// and alpha from the config; the layout must be complete (every layer of every target).
     pub fn load_peft(dir: &Path, shape: Shape) -> Result<(Lora, PeftConfig), Error> {
-        let all = Target::ALL.len() * shape.n_layers;
-        let max_numel: usize = Target::ALL
-            .iter()
-            .map(|&t| {
-                let (o, i) = shape.dims(t);
-                MAX_RANK.saturating_mul(o + i)
-            })
-            .sum::<usize>()
-            .saturating_mul(shape.n_layers);
-        let (delta, config) = peft::load(dir, peft::max_file_bytes(max_numel, 2 * all))?;
+        // At most every target of every layer at the config's rank.
+        let bound = |c: &PeftConfig| {
+            let numel: usize = Target::ALL
+                .iter()
+                .map(|&t| {
+                    let (o, i) = shape.dims(t);
+                    c.r.saturating_mul(o + i)
+                })
+                .sum::<usize>()
+                .saturating_mul(shape.n_layers);
+            peft::max_file_bytes(numel, 2 * Target::ALL.len() * shape.n_layers)
+        };
+        let (delta, config) = peft::load(dir, bound)?;
         let r = config.r;
         let mut targets: Vec<Target> = Vec::new();
         for t in &delta.tensors {

@@ -459,11 +459,15 @@ mod tests {
             s.validate(),
             Err(Error::Spec { field: "ranks", .. })
         ));
-        let mut s = Spec::default();
-        s.targets = vec![Target::V, Target::Q];
+        let s = Spec {
+            targets: vec![Target::V, Target::Q],
+            ..Spec::default()
+        };
         assert!(s.validate().is_err());
-        let mut s = Spec::default();
-        s.fade = 300.0;
+        let s = Spec {
+            fade: 300.0,
+            ..Spec::default()
+        };
         assert!(s.validate().is_err());
         let shape = Shape {
             n_layers: 1,

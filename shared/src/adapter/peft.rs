@@ -163,14 +163,24 @@ pub fn save(dir: &Path, tensors: &Delta, config: &PeftConfig) -> Result<(), Erro
     Ok(())
 }
 
-/// Reads one PEFT folder. `max_weight_bytes` bounds the weights file read into memory (the
-/// caller knows the expected layout's size).
-pub fn load(dir: &Path, max_weight_bytes: u64) -> Result<(Delta, PeftConfig), Error> {
+/// Reads one PEFT folder. `max_weight_bytes(&config)` bounds the weights file read into memory
+/// (the caller knows the layout a config implies).
+pub fn load(
+    dir: &Path,
+    max_weight_bytes: impl FnOnce(&PeftConfig) -> u64,
+) -> Result<(Delta, PeftConfig), Error> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = read_bounded(&cfg_path, MAX_CONFIG_BYTES)?;
     let config: PeftConfig =
         serde_json::from_slice(&text).map_err(|e| Error::file(&cfg_path, e))?;
     config.check_supported(&cfg_path)?;
+    if config.r == 0 || config.r > super::names::MAX_RANK {
+        return Err(Error::file(
+            &cfg_path,
+            format!("r = {} not in 1..={}", config.r, super::names::MAX_RANK),
+        ));
+    }
+    let max_weight_bytes = max_weight_bytes(&config);
     let w_path = dir.join(WEIGHTS_FILE);
     let len = std::fs::metadata(&w_path)
         .map_err(|e| Error::file(&w_path, e))?
