@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "node",
     version,
-    about = "RuvDLLM node: pretrain, evaluate, run and serve a masked-diffusion LM"
+    about = "RuvDLLM node: pretrain, fine-tune, evaluate, run and serve a masked-diffusion LM"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,6 +25,11 @@ pub enum Command {
     Convert(crate::convert_cmd::ConvertArgs),
     /// Serve the OpenAI-style completion API over HTTP.
     Serve(crate::serve_cmd::ServeArgs),
+    /// Fine-tune a TALoRA adapter (B only, A frozen from the run seed) on one built-in domain.
+    Finetune(crate::finetune_cmd::FinetuneArgs),
+    /// Print the SHA-256 of a run's frozen A matrices (cross-process determinism checks).
+    #[command(hide = true)]
+    FrozenADigest(crate::frozen_a_cmd::FrozenAArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -34,5 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => crate::eval_cmd::run(args),
         Command::Convert(args) => crate::convert_cmd::run(args),
         Command::Serve(args) => crate::serve_cmd::run(args),
+        Command::Finetune(args) => crate::finetune_cmd::run(args),
+        Command::FrozenADigest(args) => crate::frozen_a_cmd::run(args),
     }
 }

@@ -16,6 +16,9 @@ pub struct EvalArgs {
     /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
+    #[arg(long)]
+    pub talora: Option<PathBuf>,
     /// Built-in split: pretrain, finetune or heldout.
     #[arg(long, default_value = "heldout")]
     pub split: Split,
@@ -41,7 +44,10 @@ pub struct EvalArgs {
 }
 
 pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
-    let (loaded, tok) = crate::model_arg::load(args.model.as_deref())?;
+    let (mut loaded, tok) = crate::model_arg::load(args.model.as_deref())?;
+    if let Some(dir) = &args.talora {
+        crate::model_arg::attach_talora(&mut loaded.model, dir)?;
+    }
     let model = &loaded.model;
     // Answers are short: default to a 32-token canvas in blocks of 8 unless told otherwise.
     if args.sampler.gen_length == 64 && args.sampler.block_length == 32 {
@@ -71,9 +77,12 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
             .collect()
     };
     println!(
-        "model {} ({}), split {}",
+        "model {} ({}{}), split {}",
         crate::model_arg::resolve(args.model.as_deref()).display(),
         loaded.kind,
+        args.talora
+            .as_ref()
+            .map_or(String::new(), |d| format!(" + TALoRA {}", d.display())),
         if args.corpus.is_empty() {
             args.split.name()
         } else {

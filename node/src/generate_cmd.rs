@@ -18,6 +18,9 @@ pub struct GenerateArgs {
     /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
+    #[arg(long)]
+    pub talora: Option<PathBuf>,
     #[command(flatten)]
     pub sampler: SamplerArgs,
     /// Redraw the denoising canvas in the terminal at every step.
@@ -26,7 +29,10 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let (loaded, tok) = crate::model_arg::load(args.model.as_deref())?;
+    let (mut loaded, tok) = crate::model_arg::load(args.model.as_deref())?;
+    if let Some(dir) = &args.talora {
+        crate::model_arg::attach_talora(&mut loaded.model, dir)?;
+    }
     let model = &loaded.model;
     let specials = loaded.config.specials;
     let mut options = args.sampler.options()?;

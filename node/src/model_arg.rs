@@ -28,3 +28,14 @@ pub fn load(model: Option<&Path>) -> anyhow::Result<(LoadedModel, Box<dyn Tokeni
     );
     Ok((loaded, tok))
 }
+
+/// Attaches the TALoRA adapter saved in `dir` (see `node finetune`) to `model`.
+pub fn attach_talora(model: &mut ruvdllm::model::Model, dir: &Path) -> anyhow::Result<()> {
+    let t = ruvdllm::adapter::Talora::load(dir)
+        .with_context(|| format!("loading the TALoRA adapter from {}", dir.display()))?;
+    let adapter = t
+        .to_adapter(model)
+        .with_context(|| format!("{} does not fit this model", dir.display()))?;
+    model.set_adapter(adapter);
+    Ok(())
+}

@@ -5,7 +5,11 @@
 //! while the keys/values of every other position come from a cache. [`crate::model::Model`]
 //! implements this trait; tests implement it with scripted logits.
 
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor};
+
+use crate::model::lora::PositionDelta;
 
 /// One forward's inputs for a batch of canvases.
 #[derive(Debug, Clone)]
@@ -17,6 +21,13 @@ pub struct Batch {
     /// Key-padding mask `[B, L]`, `u8`: 1 = real token, 0 = padding (never attended to).
     /// `None` means every position is real. There is never a causal mask.
     pub key_mask: Option<Tensor>,
+    /// Diffusion time `t ∈ [0, 1]` of each row (the fraction of the row's current block still
+    /// masked when sampling; the noise level drawn for the row when training or scoring). An
+    /// attached TALoRA adapter weights its bands by it. `None`: every row counts as
+    /// `adapter::band::DEFAULT_T` (0.5, the domain band); models without adapters ignore it.
+    pub t: Option<Vec<f64>>,
+    /// Low-rank terms applied at chosen `(row, position)` pairs only (DGR); `None` for none.
+    pub position_delta: Option<Arc<PositionDelta>>,
 }
 
 /// What the sampler needs from a masked-diffusion model.

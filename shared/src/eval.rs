@@ -37,6 +37,19 @@ pub fn heldout_loss(
     seed: u64,
     batch: usize,
 ) -> Result<f64> {
+    heldout_loss_in(model, examples, seq_len, seed, batch, (0.0, 1.0))
+}
+
+/// [`heldout_loss`] with `t` drawn inside `t_range` only (a TALoRA band's range gives the
+/// band's held-out loss).
+pub fn heldout_loss_in(
+    model: &Model,
+    examples: &[Example],
+    seq_len: usize,
+    seed: u64,
+    batch: usize,
+    t_range: (f64, f64),
+) -> Result<f64> {
     if examples.is_empty() {
         return Ok(0.0);
     }
@@ -45,7 +58,7 @@ pub fn heldout_loss(
     let mut rows = 0usize;
     for chunk in examples.chunks(batch.max(1)) {
         let packed = pack(chunk, seq_len, model.config().specials, false);
-        let loss = masked_diffusion_loss(model, &packed, Objective::Sft, (0.0, 1.0), &mut rng)?;
+        let loss = masked_diffusion_loss(model, &packed, Objective::Sft, t_range, &mut rng)?;
         total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         rows += chunk.len();
     }

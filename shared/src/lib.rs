@@ -3,7 +3,8 @@
 //! Two halves, split by a cargo feature so that a coordinator can be built without candle:
 //!
 //! * always built — the federation core: the built-in seeded data generator, the byte tokenizer,
-//!   the delta codec, robust aggregation, differential privacy and attacks;
+//!   the delta codec, adapter specs and files (TALoRA with frozen A), robust aggregation,
+//!   differential privacy and attacks;
 //! * feature `model` (default) — the masked-diffusion language model on candle: model, checkpoints,
 //!   HF tokenizers, sampler, training.
 
@@ -12,6 +13,7 @@ pub use candle_core;
 #[cfg(feature = "model")]
 pub use candle_nn;
 
+pub mod adapter;
 pub mod aggregate;
 pub mod attack;
 pub mod codec;

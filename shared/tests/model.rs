@@ -75,6 +75,8 @@ fn left_padding_with_key_mask_and_positions_matches_unpadded() {
                 ids,
                 positions,
                 key_mask,
+                t: None,
+                position_delta: None,
             })
             .unwrap();
         let d = max_diff(&alone, &padded.narrow(1, 2, 6).unwrap());

@@ -4,6 +4,7 @@
 //! * [`weights`] — tensor roles, each family's names, weight sources;
 //! * [`layers`] / [`transformer`] — the forward pass (bidirectional, key-padding mask only,
 //!   optional block-wise KV cache);
+//! * [`lora`] — low-rank hooks on the linears (LoRA / TALoRA adapters, per-position deltas);
 //! * [`checkpoint`] — loading the project's own checkpoints and HF folders, saving ours;
 //! * [`gguf`] — llama.cpp GGUF files of the `llada` and `dream` architectures (read and write).
 
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod gguf;
 pub mod layers;
+pub mod lora;
 pub mod transformer;
 pub mod weights;
 

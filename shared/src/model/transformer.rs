@@ -8,14 +8,24 @@
 //! For Fast-dLLM's block-wise caches the model can return the (post-RoPE) keys and values of every
 //! layer, and later recompute only a window of positions while the other positions' keys and
 //! values are read from that cache.
+//!
+//! Low-rank hooks ([`super::lora`]) ride on every linear of the blocks: an adapter attached to
+//! the model (weighted per row by `Batch::t`) and a per-position delta carried by the batch.
+//! `Model` is cheap to clone (weights are reference-counted tensors), so a daemon can hold one
+//! base and several adapted views of it.
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::config::Config;
-use super::layers::{Linear, RmsNorm, Rope, softmax_last};
+use super::layers::{Linear, LinearWeight, RmsNorm, Rope, softmax_last};
+use super::lora::{Adapter, PositionDelta};
 use super::weights::{LayerRole, Role, WeightSource};
+use crate::adapter::Target;
 use crate::denoiser::{Batch, Denoiser};
 
+#[derive(Clone)]
 struct Attention {
     q: Linear,
     k: Linear,
@@ -23,6 +33,7 @@ struct Attention {
     o: Linear,
 }
 
+#[derive(Clone)]
 struct Block {
     attn_norm: RmsNorm,
     attn: Attention,
@@ -39,6 +50,7 @@ pub struct KvCache {
 }
 
 /// A LLaDA-architecture masked-diffusion model.
+#[derive(Clone)]
 pub struct Model {
     cfg: Config,
     embed: Tensor,
@@ -49,6 +61,15 @@ pub struct Model {
     device: Device,
     dtype: DType,
     differentiable: bool,
+    adapter: Option<Arc<Adapter>>,
+}
+
+/// The hooks of one forward, resolved once and handed to every block.
+struct Hooks<'a> {
+    /// The attached adapter and its per-row column weights `[B, 1, R]`.
+    adapter: Option<(&'a Adapter, Tensor)>,
+    /// The batch's per-position delta and the first canvas position of `x`.
+    positions: Option<(&'a PositionDelta, usize)>,
 }
 
 /// What a forward computes besides logits.
@@ -132,6 +153,7 @@ impl Model {
             device: device.clone(),
             dtype,
             differentiable: false,
+            adapter: None,
         })
     }
 
@@ -152,6 +174,109 @@ impl Model {
         self.differentiable = on;
     }
 
+    /// Attaches low-rank hooks to every forward (replacing any attached adapter).
+    pub fn set_adapter(&mut self, adapter: Adapter) {
+        self.adapter = Some(Arc::new(adapter));
+    }
+
+    /// Removes the attached adapter: forwards are the base model's again.
+    pub fn clear_adapter(&mut self) {
+        self.adapter = None;
+    }
+
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_deref()
+    }
+
+    /// A block's linear layer.
+    pub fn linear(&self, layer: usize, target: Target) -> Option<&Linear> {
+        let b = self.blocks.get(layer)?;
+        Some(match target {
+            Target::Q => &b.attn.q,
+            Target::K => &b.attn.k,
+            Target::V => &b.attn.v,
+            Target::O => &b.attn.o,
+            Target::Gate => &b.gate,
+            Target::Up => &b.up,
+            Target::Down => &b.down,
+        })
+    }
+
+    /// Replaces a block linear's dense weight `W` by `W + delta` (`delta` `[out, in]`, cast to
+    /// the model's dtype). The old tensor is not modified, so clones of this model keep it.
+    /// Quantized weights cannot be merged into.
+    pub fn add_to_weight(&mut self, layer: usize, target: Target, delta: &Tensor) -> Result<()> {
+        let dtype = self.dtype;
+        let Some(b) = self.blocks.get_mut(layer) else {
+            candle_core::bail!("layer {layer} out of range");
+        };
+        let lin = match target {
+            Target::Q => &mut b.attn.q,
+            Target::K => &mut b.attn.k,
+            Target::V => &mut b.attn.v,
+            Target::O => &mut b.attn.o,
+            Target::Gate => &mut b.gate,
+            Target::Up => &mut b.up,
+            Target::Down => &mut b.down,
+        };
+        let LinearWeight::Dense(w) = &lin.weight else {
+            candle_core::bail!("layer {layer} {target} is quantized; merge needs a dense weight");
+        };
+        if w.dims() != delta.dims() {
+            candle_core::bail!(
+                "layer {layer} {target}: weight {:?}, delta {:?}",
+                w.dims(),
+                delta.dims()
+            );
+        }
+        let merged = (w + delta.to_dtype(dtype)?.to_device(w.device())?)?;
+        lin.weight = LinearWeight::Dense(merged);
+        Ok(())
+    }
+
+    fn hooks<'a>(
+        &'a self,
+        batch: &'a Batch,
+        rows: usize,
+        len: usize,
+        start: usize,
+    ) -> Result<Hooks<'a>> {
+        let adapter = match &self.adapter {
+            Some(a) => {
+                let w = a.column_weights(batch.t.as_deref(), rows, self.dtype, &self.device)?;
+                Some((a.as_ref(), w))
+            }
+            None => None,
+        };
+        let positions = match &batch.position_delta {
+            Some(pd) => {
+                pd.check(rows, len)?;
+                Some((pd.as_ref(), start))
+            }
+            None => None,
+        };
+        Ok(Hooks { adapter, positions })
+    }
+
+    /// A block linear with its hooks.
+    fn lin(
+        &self,
+        hooks: &Hooks<'_>,
+        layer: usize,
+        target: Target,
+        linear: &Linear,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let mut y = linear.forward(x)?;
+        if let Some((a, w)) = &hooks.adapter {
+            y = a.apply(layer, target, x, y, w)?;
+        }
+        if let Some((pd, start)) = hooks.positions {
+            y = pd.apply(layer, target, x, y, start)?;
+        }
+        Ok(y)
+    }
+
     /// Positions `0..L` for every row, and no padding: the batch for unpadded canvases.
     pub fn plain_batch(&self, ids: &Tensor) -> Result<Batch> {
         let (b, l) = ids.dims2()?;
@@ -162,6 +287,8 @@ impl Model {
             ids: ids.clone(),
             positions,
             key_mask: None,
+            t: None,
+            position_delta: None,
         })
     }
 
@@ -186,11 +313,13 @@ impl Model {
             .reshape((b, l, self.cfg.d_model))?;
         let (cos, sin) = self.rope.tables(&batch.positions)?;
         let bias = self.key_bias(batch)?;
+        let hooks = self.hooks(batch, b, l, 0)?;
         if let Some(c) = cache.as_deref_mut() {
             c.layers.clear();
         }
-        for block in &self.blocks {
-            let (y, kv) = self.block_forward(block, &x, &cos, &sin, bias.as_ref(), None)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (y, kv) =
+                self.block_forward(block, i, &hooks, &x, &cos, &sin, bias.as_ref(), None)?;
             if let Some(c) = cache.as_deref_mut() {
                 c.layers.push(kv);
             }
@@ -231,9 +360,18 @@ impl Model {
             .rope
             .tables(&batch.positions.narrow(1, start, len)?.contiguous()?)?;
         let bias = self.key_bias(batch)?;
-        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let (y, fresh) =
-                self.block_forward(block, &x, &cos, &sin, bias.as_ref(), Some((start, &*kv)))?;
+        let hooks = self.hooks(batch, b, l, start)?;
+        for (i, (block, kv)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
+            let (y, fresh) = self.block_forward(
+                block,
+                i,
+                &hooks,
+                &x,
+                &cos,
+                &sin,
+                bias.as_ref(),
+                Some((start, &*kv)),
+            )?;
             *kv = fresh;
             x = y;
         }
@@ -248,9 +386,12 @@ impl Model {
 
     /// One block. With `window = Some((start, cache))`, `x` holds only the window's rows and the
     /// returned keys/values are the full-length ones with the window spliced in.
+    #[allow(clippy::too_many_arguments)]
     fn block_forward(
         &self,
         block: &Block,
+        layer: usize,
+        hooks: &Hooks<'_>,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
@@ -261,22 +402,16 @@ impl Model {
         let (b, lq, _) = x.dims3()?;
         let diff = self.differentiable;
         let n = block.attn_norm.forward(x, diff)?;
-        let q = block
-            .attn
-            .q
-            .forward(&n)?
+        let q = self
+            .lin(hooks, layer, Target::Q, &block.attn.q, &n)?
             .reshape((b, lq, cfg.n_heads, cfg.head_dim))?
             .transpose(1, 2)?;
-        let k = block
-            .attn
-            .k
-            .forward(&n)?
+        let k = self
+            .lin(hooks, layer, Target::K, &block.attn.k, &n)?
             .reshape((b, lq, cfg.n_kv_heads, cfg.head_dim))?
             .transpose(1, 2)?;
-        let v = block
-            .attn
-            .v
-            .forward(&n)?
+        let v = self
+            .lin(hooks, layer, Target::V, &block.attn.v, &n)?
             .reshape((b, lq, cfg.n_kv_heads, cfg.head_dim))?
             .transpose(1, 2)?;
         let q = self.rope.apply(&q.contiguous()?, cos, sin, diff)?;
@@ -290,10 +425,11 @@ impl Model {
         let attn = attn
             .transpose(1, 2)?
             .reshape((b, lq, cfg.n_heads * cfg.head_dim))?;
-        let h = (x + block.attn.o.forward(&attn)?)?;
+        let h = (x + self.lin(hooks, layer, Target::O, &block.attn.o, &attn)?)?;
         let m = block.ffn_norm.forward(&h, diff)?;
-        let gate = candle_nn::ops::silu(&block.gate.forward(&m)?)?;
-        let ff = block.down.forward(&(gate * block.up.forward(&m)?)?)?;
+        let gate = candle_nn::ops::silu(&self.lin(hooks, layer, Target::Gate, &block.gate, &m)?)?;
+        let up = self.lin(hooks, layer, Target::Up, &block.up, &m)?;
+        let ff = self.lin(hooks, layer, Target::Down, &block.down, &(gate * up)?)?;
         Ok(((h + ff)?, (k_all, v_all)))
     }
 

@@ -121,6 +121,8 @@ impl Canvas {
             } else {
                 None
             },
+            t: None,
+            position_delta: None,
         })
     }
 }

@@ -210,7 +210,20 @@ where
                 // Unreachable for the built-in rules (their last step commits everything).
                 break;
             }
-            let batch = canvas.batch(device, cfg)?;
+            let mut batch = canvas.batch(device, cfg)?;
+            // t of a step = the fraction of the row's current block still masked (DESIGN §3);
+            // the unconditional CFG copies share their row's t.
+            let t_step: Vec<f64> = masked
+                .iter()
+                .map(|m| m.len() as f64 / block_length as f64)
+                .collect();
+            batch.t = Some(
+                t_step
+                    .iter()
+                    .chain(t_step.iter().take(model_rows - b))
+                    .copied()
+                    .collect(),
+            );
             let window = StepWindow {
                 len: canvas.len(),
                 start,

@@ -284,6 +284,8 @@ mod tests {
             ids: Tensor::from_vec(ids, (1, l), &Device::Cpu).unwrap(),
             positions: Tensor::from_vec(pos, (1, l), &Device::Cpu).unwrap(),
             key_mask: mask.map(|m| Tensor::from_vec(m, (1, l), &Device::Cpu).unwrap()),
+            t: None,
+            position_delta: None,
         }
     }
 

@@ -103,6 +103,7 @@ pub fn nll_bound(
             let k = 1 + (rand::RngCore::next_u32(&mut rng) as usize % t);
             let counts = stratified_counts(k, t, b);
             let mut canvas = Vec::with_capacity(b);
+            let mut ts = Vec::with_capacity(b);
             let (mut index, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
             for (i, &x) in counts.iter().enumerate() {
                 let mut order = region.clone();
@@ -113,6 +114,8 @@ pub fn nll_bound(
                 }
                 let mut row = clean.clone();
                 let p = x as f64 / t as f64;
+                // The row's diffusion time is its masked fraction.
+                ts.push(p);
                 for &c in &order[..x] {
                     row[c] = specials.mask;
                     index.push((i * clean.len() + c) as u32);
@@ -121,7 +124,7 @@ pub fn nll_bound(
                 }
                 canvas.push(row);
             }
-            let logits = logits_for(model, &canvas)?;
+            let logits = logits_for(model, &canvas, Some(ts))?;
             let loss =
                 weighted_ce(&logits, &index, &targets, &weights, &dev)?.to_scalar::<f32>()? as f64;
             sum += loss;

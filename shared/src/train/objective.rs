@@ -29,6 +29,8 @@ pub struct Noised {
     pub index: Vec<u32>,
     pub targets: Vec<u32>,
     pub weights: Vec<f32>,
+    /// The diffusion time drawn for each row (what an attached TALoRA adapter is weighted by).
+    pub t: Vec<f64>,
 }
 
 pub const EPS: f64 = 1e-3;
@@ -45,8 +47,10 @@ pub fn noise(
     let (b, l) = (batch.len(), batch.seq_len());
     let mut noisy = batch.ids.clone();
     let (mut index, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ts = Vec::with_capacity(b);
     for (r, row) in noisy.iter_mut().enumerate() {
         let t = t_range.0 + (t_range.1 - t_range.0) * unit_f64(rng);
+        ts.push(t);
         let p = (1.0 - EPS) * t + EPS;
         let norm = match objective {
             Objective::Pretrain => (b * l) as f64,
@@ -66,6 +70,7 @@ pub fn noise(
         index,
         targets,
         weights,
+        t: ts,
     }
 }
 
@@ -104,17 +109,21 @@ pub fn masked_diffusion_loss(
     let n = noise(batch, mask_id, objective, t_range, rng);
     let flat: Vec<u32> = n.noisy.iter().flatten().copied().collect();
     let ids = Tensor::from_vec(flat, (batch.len(), batch.seq_len()), &dev)?;
-    let fwd = model.forward_full(&model.plain_batch(&ids)?, None)?;
+    let mut fb = model.plain_batch(&ids)?;
+    fb.t = Some(n.t);
+    let fwd = model.forward_full(&fb, None)?;
     weighted_ce(&fwd.logits, &n.index, &n.targets, &n.weights, &dev)
 }
 
-/// Forward on an explicit canvas (used by likelihood and tests).
-pub fn logits_for(model: &Model, canvas: &[Vec<u32>]) -> Result<Tensor> {
+/// Forward on an explicit canvas (used by likelihood and tests); `t` is each row's diffusion time
+/// (see [`Batch::t`]).
+pub fn logits_for(model: &Model, canvas: &[Vec<u32>], t: Option<Vec<f64>>) -> Result<Tensor> {
     let dev = model.device();
     let l = canvas.first().map_or(0, Vec::len);
     let flat: Vec<u32> = canvas.iter().flatten().copied().collect();
     let ids = Tensor::from_vec(flat, (canvas.len(), l), dev)?;
-    let batch: Batch = model.plain_batch(&ids)?;
+    let mut batch: Batch = model.plain_batch(&ids)?;
+    batch.t = t;
     Ok(model.forward_full(&batch, None)?.logits)
 }
 

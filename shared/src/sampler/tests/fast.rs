@@ -15,6 +15,8 @@ fn confidences(model: &ToyModel, canvas: &[u32]) -> Vec<f64> {
         ids: Tensor::from_vec(canvas.to_vec(), (1, l), &Device::Cpu).unwrap(),
         positions: Tensor::from_vec(positions(&vec![1; l]), (1, l), &Device::Cpu).unwrap(),
         key_mask: None,
+        t: None,
+        position_delta: None,
     };
     let logits = model.forward(&batch).unwrap().to_vec3::<f32>().unwrap();
     logits[0]
