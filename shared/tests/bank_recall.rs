@@ -38,10 +38,10 @@ fn hnsw_recall_at_5_on_tiny_hidden_states() {
     let loaded = checkpoint::load(&tiny_base_dir(), DType::F32, &Device::Cpu).unwrap();
     let model = loaded.model;
     let tok = ByteTokenizer;
-    let gen = Generator::new(DEFAULT_SEED);
+    let generator = Generator::new(DEFAULT_SEED);
     let texts: Vec<Vec<u32>> = Domain::ALL
         .iter()
-        .flat_map(|d| gen.heldout(*d, 400))
+        .flat_map(|d| generator.heldout(*d, 400))
         .map(|s| tok.encode(&s.text()))
         .collect();
     let proj = KeyProjection::new(7, model.config().d_model).unwrap();

@@ -314,10 +314,14 @@ mod tests {
             }
             assert!(idx.nearest_exact(q, 10).iter().all(|h| h.id >= 400));
         }
-        for id in (40..60).map(|i| i * 10) {
+        // the 51st tombstone passes 0.25 · 200
+        for id in (40..50).map(|i| i * 10) {
             idx.remove(id);
         }
-        assert_eq!(idx.graph_nodes(), idx.len(), "rebuild compacts the graph");
+        assert_eq!(idx.tombstones(), 50);
+        idx.remove(500);
+        assert_eq!(idx.len(), 149);
+        assert_eq!(idx.graph_nodes(), 149, "rebuild compacts the graph");
         assert_eq!(idx.tombstones(), 0);
         assert_eq!(idx.nearest(&ks[100], 1)[0].id, 1000);
     }
