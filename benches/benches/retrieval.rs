@@ -32,7 +32,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("hnsw_batch10_top5", |b| {
         b.iter(|| {
             i = (i + 10) % (queries.len() - 10);
-            bank.search_batch(&queries[i..i + 10], 5, 10_000).expect("search")
+            bank.search_batch(&queries[i..i + 10], 5, 10_000)
+                .expect("search")
         })
     });
     g.finish();
@@ -43,8 +44,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             (0..10)
                 .map(|pos| {
-                    let parts: Vec<(&Pattern, f32)> =
-                        (0..3).map(|j| (&ps[pos * 3 + j], 0.5 - 0.1 * j as f32)).collect();
+                    let parts: Vec<(&Pattern, f32)> = (0..3)
+                        .map(|j| (&ps[pos * 3 + j], 0.5 - 0.1 * j as f32))
+                        .collect();
                     compose_scored(&parts, Method::default()).expect("same layout")
                 })
                 .collect::<Vec<_>>()

@@ -52,7 +52,12 @@ pub fn texts(per_domain: usize, pretrain: usize, offset: usize) -> Vec<Vec<u32>>
 }
 
 /// `n` keys: the projected hidden states of every position of enough canvases.
-pub fn model_keys(model: &Model, texts: &[Vec<u32>], n: usize, seed: u64) -> anyhow::Result<Vec<Vec<f32>>> {
+pub fn model_keys(
+    model: &Model,
+    texts: &[Vec<u32>],
+    n: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let sp = model.config().specials;
     let d = model.config().d_model;
     let proj = KeyProjection::new(KEY_SEED, d)?;
@@ -74,8 +79,15 @@ pub fn model_keys(model: &Model, texts: &[Vec<u32>], n: usize, seed: u64) -> any
 pub fn random_adapter(layout: &Layout, seed: u64) -> Adapter {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut m = |r: usize, c: usize| {
-        Matrix::new(r, c, (0..r * c).map(|_| rng.random_range(-0.05f32..0.05)).collect(), "bench")
-            .expect("sizes agree by construction")
+        Matrix::new(
+            r,
+            c,
+            (0..r * c)
+                .map(|_| rng.random_range(-0.05f32..0.05))
+                .collect(),
+            "bench",
+        )
+        .expect("sizes agree by construction")
     };
     Adapter {
         layers: layout
@@ -139,7 +151,11 @@ pub fn recall_at(bank: &Bank, queries: &[Vec<f32>], k: usize) -> anyhow::Result<
             .min(exact.len());
         total += exact.len();
     }
-    Ok(if total == 0 { 1.0 } else { hits as f64 / total as f64 })
+    Ok(if total == 0 {
+        1.0
+    } else {
+        hits as f64 / total as f64
+    })
 }
 
 /// Resident set size of this process in KiB (`VmRSS`), where `/proc` exists.

@@ -5,14 +5,23 @@
 
 use candle_core::{DType, Device};
 use ruvdllm::bank::hidden::{hidden_states, pack_canvases};
-use ruvdllm::bank::{Band, Bank, Config, KeyProjection, Layout, Pattern, Adapter, LayerFactors, LowRank, Matrix};
+use ruvdllm::bank::{
+    Adapter, Band, Bank, Config, KeyProjection, LayerFactors, Layout, LowRank, Matrix, Pattern,
+};
 use ruvdllm::data::{DEFAULT_SEED, Domain, Generator};
 use ruvdllm::eval::tiny_base_dir;
 use ruvdllm::model::checkpoint;
 use ruvdllm::tokenizer::{ByteTokenizer, Tokenizer};
 
 /// Keys of every position of `rows` canvases of `seq_len` held-out tokens.
-fn keys(model: &ruvdllm::model::Model, proj: &KeyProjection, texts: &[Vec<u32>], rows: usize, seq_len: usize, seed: u64) -> Vec<Vec<f32>> {
+fn keys(
+    model: &ruvdllm::model::Model,
+    proj: &KeyProjection,
+    texts: &[Vec<u32>],
+    rows: usize,
+    seq_len: usize,
+    seed: u64,
+) -> Vec<Vec<f32>> {
     let sp = model.config().specials;
     let canvases = pack_canvases(texts, rows, seq_len, sp.bos, sp.eos);
     let d = model.config().d_model;
@@ -30,7 +39,9 @@ fn keys(model: &ruvdllm::model::Model, proj: &KeyProjection, texts: &[Vec<u32>],
 /// A minimal rank-2 adapter: recall concerns keys only, so the payload is kept tiny.
 fn payload() -> Adapter {
     let f = || LowRank::new(Matrix::zeros(2, 2), Matrix::zeros(2, 2)).unwrap();
-    Adapter { layers: vec![LayerFactors { q: f(), v: f() }] }
+    Adapter {
+        layers: vec![LayerFactors { q: f(), v: f() }],
+    }
 }
 
 #[test]
@@ -49,7 +60,14 @@ fn hnsw_recall_at_5_on_tiny_hidden_states() {
     let stored = keys(&model, &proj, &texts, 80, 128, 1);
     assert!(stored.len() >= 10_000);
     let stored = &stored[..10_000];
-    let mut bank = Bank::new(Band::Fine, Config { capacity: 20_000, ..Config::default() }).unwrap();
+    let mut bank = Bank::new(
+        Band::Fine,
+        Config {
+            capacity: 20_000,
+            ..Config::default()
+        },
+    )
+    .unwrap();
     let patterns: Vec<Pattern> = stored
         .iter()
         .enumerate()
@@ -68,7 +86,11 @@ fn hnsw_recall_at_5_on_tiny_hidden_states() {
         assert_eq!(exact.len(), 5);
         // ties count: an approximate hit is right if it is at least as similar as the 5th exact
         let fifth = exact[4].similarity;
-        hits += approx.iter().filter(|h| h.similarity >= fifth - 1e-6).count().min(5);
+        hits += approx
+            .iter()
+            .filter(|h| h.similarity >= fifth - 1e-6)
+            .count()
+            .min(5);
         total += 5;
     }
     let recall = hits as f64 / total as f64;

@@ -99,7 +99,10 @@ fn main() -> anyhow::Result<()> {
                 std::hint::black_box(bank.search_batch(&chunk, k, now).ok());
             }));
             exact_batch.push(us(|| {
-                let r: Vec<_> = chunk.par_iter().map(|q| bank.search_exact(q, k, now).ok()).collect();
+                let r: Vec<_> = chunk
+                    .par_iter()
+                    .map(|q| bank.search_exact(q, k, now).ok())
+                    .collect();
                 std::hint::black_box(r);
             }));
         }
@@ -154,7 +157,11 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let ps: Vec<Pattern> = patterns(&key_pool, &small_layout, Band::Domain)?;
     let xs: Vec<Vec<f32>> = (0..10)
-        .map(|_| (0..small.d_model).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .map(|_| {
+            (0..small.d_model)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect()
+        })
         .collect();
     let mut compose_t = Vec::new();
     let mut apply_t = Vec::new();
@@ -162,8 +169,9 @@ fn main() -> anyhow::Result<()> {
         let mut composed = Vec::with_capacity(10);
         compose_t.push(us(|| {
             for pos in 0..10 {
-                let parts: Vec<(&Pattern, f32)> =
-                    (0..3).map(|j| (&ps[pos * 3 + j], 0.5 - 0.1 * j as f32)).collect();
+                let parts: Vec<(&Pattern, f32)> = (0..3)
+                    .map(|j| (&ps[pos * 3 + j], 0.5 - 0.1 * j as f32))
+                    .collect();
                 composed.push(compose_scored(&parts, Method::default()).expect("same layout"));
             }
         }));
@@ -200,8 +208,18 @@ fn main() -> anyhow::Result<()> {
     }
     let fwd = fwd.ok_or_else(|| anyhow::anyhow!("forward failed"))?;
     let positions: Vec<usize> = (128..384).collect();
-    let logits = fwd.logits.narrow(1, 128, 256)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let hidden = fwd.hidden.narrow(1, 128, 256)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let logits = fwd
+        .logits
+        .narrow(1, 128, 256)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let hidden = fwd
+        .hidden
+        .narrow(1, 128, 256)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let proj = KeyProjection::new(KEY_SEED, cfg.d_model)?;
     let mut d = Dgr::new(dgr::Config::default(), proj)?;
     let mut dgr_t = Vec::new();
@@ -215,7 +233,10 @@ fn main() -> anyhow::Result<()> {
             hidden: &hidden,
         };
         dgr_t.push(us(|| {
-            selected = d.observe(step, 1.0, &[row], &bank, n_dgr as u64).map(|p| p.entries.len()).unwrap_or(0);
+            selected = d
+                .observe(step, 1.0, &[row], &bank, n_dgr as u64)
+                .map(|p| p.entries.len())
+                .unwrap_or(0);
         }));
     }
     let (f50, _) = pcts(&fwd_t);

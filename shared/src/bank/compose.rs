@@ -169,8 +169,13 @@ mod tests {
     fn pattern(id: u64, seed: u64) -> Pattern {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut m = |r: usize, c: usize| {
-            Matrix::new(r, c, (0..r * c).map(|_| rng.random_range(-1.0f32..1.0)).collect(), "m")
-                .unwrap()
+            Matrix::new(
+                r,
+                c,
+                (0..r * c).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+                "m",
+            )
+            .unwrap()
         };
         let layers = (0..2)
             .map(|_| LayerFactors {
@@ -178,7 +183,9 @@ mod tests {
                 v: LowRank::new(m(2, 12), m(6, 2)).unwrap(),
             })
             .collect();
-        let key: Vec<f32> = (0..KEY_DIM).map(|i| ((i as u64 + seed) as f32).cos()).collect();
+        let key: Vec<f32> = (0..KEY_DIM)
+            .map(|i| ((i as u64 + seed) as f32).cos())
+            .collect();
         Pattern::new(id, Band::Domain, &key, &Adapter { layers }, 0).unwrap()
     }
 
@@ -242,7 +249,10 @@ mod tests {
         let mut layers = a.dequantize().layers;
         layers.pop();
         let b = Pattern::new(2, Band::Domain, a.key(), &Adapter { layers }, 0).unwrap();
-        assert!(matches!(compose(&[(&a, 1.0), (&b, 1.0)]), Err(Error::LayerCount { .. })));
+        assert!(matches!(
+            compose(&[(&a, 1.0), (&b, 1.0)]),
+            Err(Error::LayerCount { .. })
+        ));
         assert!(compose(&[]).is_err());
     }
 }

@@ -95,7 +95,11 @@ impl Config {
         }
         let h = &self.hnsw;
         if !(2..=255).contains(&h.max_connections) {
-            return Err(bad("hnsw.max_connections", h.max_connections, "must be 2..=255"));
+            return Err(bad(
+                "hnsw.max_connections",
+                h.max_connections,
+                "must be 2..=255",
+            ));
         }
         if h.ef_construction == 0 || h.ef_search == 0 {
             return Err(bad(
@@ -108,7 +112,11 @@ impl Config {
             return Err(bad("hnsw.max_layer", h.max_layer, "must be 1..=16"));
         }
         if !(h.rebuild_fraction > 0.0 && h.rebuild_fraction < 1.0) {
-            return Err(bad("hnsw.rebuild_fraction", h.rebuild_fraction, "must be in (0, 1)"));
+            return Err(bad(
+                "hnsw.rebuild_fraction",
+                h.rebuild_fraction,
+                "must be in (0, 1)",
+            ));
         }
         let w = &self.weights;
         if ![w.similarity, w.success, w.recency]
@@ -121,7 +129,11 @@ impl Config {
             return Err(bad("recency_tau", self.recency_tau, "must be positive"));
         }
         if !(self.success_alpha > 0.0 && self.success_alpha <= 1.0) {
-            return Err(bad("success_alpha", self.success_alpha, "must be in (0, 1]"));
+            return Err(bad(
+                "success_alpha",
+                self.success_alpha,
+                "must be in (0, 1]",
+            ));
         }
         if self.candidates == 0 {
             return Err(bad("candidates", self.candidates, "must be at least 1"));
@@ -138,20 +150,40 @@ mod tests {
     fn defaults_are_the_design_values_and_valid() {
         let c = Config::default();
         assert_eq!(
-            (c.hnsw.max_connections, c.hnsw.ef_construction, c.hnsw.ef_search),
+            (
+                c.hnsw.max_connections,
+                c.hnsw.ef_construction,
+                c.hnsw.ef_search
+            ),
             (16, 200, 50)
         );
-        assert_eq!(c.weights, ScoreWeights { similarity: 0.5, success: 0.3, recency: 0.2 });
+        assert_eq!(
+            c.weights,
+            ScoreWeights {
+                similarity: 0.5,
+                success: 0.3,
+                recency: 0.2
+            }
+        );
         c.validate().unwrap();
     }
 
     #[test]
     fn bad_values_are_rejected() {
-        let mut c = Config { capacity: 0, ..Config::default() };
+        let mut c = Config {
+            capacity: 0,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
         c.capacity = 1;
         c.hnsw.max_connections = 300;
-        assert!(matches!(c.validate(), Err(Error::Config { field: "hnsw.max_connections", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "hnsw.max_connections",
+                ..
+            })
+        ));
         c.hnsw.max_connections = 16;
         c.recency_tau = 0.0;
         assert!(c.validate().is_err());

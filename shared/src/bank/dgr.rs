@@ -143,12 +143,12 @@ impl Dgr {
         bank: &Bank,
         now: u64,
     ) -> Result<&Plan> {
-        if let Some(prev) = self.last_observed {
-            if step <= prev {
-                return Err(Error::Dgr {
-                    reason: format!("step {step} observed after step {prev}"),
-                });
-            }
+        if let Some(prev) = self.last_observed
+            && step <= prev
+        {
+            return Err(Error::Dgr {
+                reason: format!("step {step} observed after step {prev}"),
+            });
         }
         let d = self.projection.d_model();
         let mut selected = Vec::new();

@@ -20,7 +20,9 @@ pub enum Error {
         b_rows: usize,
         b_cols: usize,
     },
-    #[error("layer {layer} {target}: shape [{got_out}×{got_in}] differs from the bank's [{expected_out}×{expected_in}]")]
+    #[error(
+        "layer {layer} {target}: shape [{got_out}×{got_in}] differs from the bank's [{expected_out}×{expected_in}]"
+    )]
     LayoutMismatch {
         layer: usize,
         target: &'static str,

@@ -13,7 +13,13 @@ use crate::model::Model;
 
 /// Packs token sequences into `rows` canvases of exactly `seq_len` tokens (cycling through
 /// `texts`), each starting with BOS and with EOS between texts.
-pub fn pack_canvases(texts: &[Vec<u32>], rows: usize, seq_len: usize, bos: u32, eos: u32) -> Vec<Vec<u32>> {
+pub fn pack_canvases(
+    texts: &[Vec<u32>],
+    rows: usize,
+    seq_len: usize,
+    bos: u32,
+    eos: u32,
+) -> Vec<Vec<u32>> {
     let mut out = Vec::with_capacity(rows);
     if texts.is_empty() || seq_len == 0 {
         return out;
@@ -35,7 +41,12 @@ pub fn pack_canvases(texts: &[Vec<u32>], rows: usize, seq_len: usize, bos: u32, 
 
 /// Masks each non-BOS position with probability `mask_fraction` (seeded) and returns the final
 /// hidden states of every position, row-major `[rows · seq_len, d_model]`.
-pub fn hidden_states(model: &Model, canvases: &[Vec<u32>], mask_fraction: f64, seed: u64) -> Result<Vec<f32>> {
+pub fn hidden_states(
+    model: &Model,
+    canvases: &[Vec<u32>],
+    mask_fraction: f64,
+    seed: u64,
+) -> Result<Vec<f32>> {
     let Some(first) = canvases.first() else {
         return Ok(Vec::new());
     };
@@ -47,13 +58,27 @@ pub fn hidden_states(model: &Model, canvases: &[Vec<u32>], mask_fraction: f64, s
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<u32> = canvases
         .iter()
-        .flat_map(|c| c.iter().enumerate().map(|(i, t)| (i, *t)).collect::<Vec<_>>())
-        .map(|(i, t)| if i > 0 && rng.random_bool(mask_fraction.clamp(0.0, 1.0)) { mask } else { t })
+        .flat_map(|c| {
+            c.iter()
+                .enumerate()
+                .map(|(i, t)| (i, *t))
+                .collect::<Vec<_>>()
+        })
+        .map(|(i, t)| {
+            if i > 0 && rng.random_bool(mask_fraction.clamp(0.0, 1.0)) {
+                mask
+            } else {
+                t
+            }
+        })
         .collect();
     let ids = Tensor::from_vec(ids, (canvases.len(), l), model.device())?;
     let batch = model.plain_batch(&ids)?;
     let fwd = model.forward_full(&batch, None)?;
-    fwd.hidden.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+    fwd.hidden
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
 }
 
 #[cfg(test)]

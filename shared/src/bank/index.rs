@@ -156,7 +156,9 @@ impl Index {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(s, id)| id.map(|id| (id, self.keys[s * KEY_DIM..(s + 1) * KEY_DIM].to_vec())))
+            .filter_map(|(s, id)| {
+                id.map(|id| (id, self.keys[s * KEY_DIM..(s + 1) * KEY_DIM].to_vec()))
+            })
             .collect();
         tracing::debug!(
             live = live.len(),
@@ -181,8 +183,9 @@ impl Index {
         // Over-fetch for the expected share of tombstones, and widen until enough live hits come
         // back (bounded: at most the whole graph).
         let dead = self.tombstones as f64 / self.slots.len() as f64;
-        let mut fetch = ((want as f64 / (1.0 - dead).max(0.05)).ceil() as usize + self.tombstones.min(4))
-            .min(self.slots.len());
+        let mut fetch = ((want as f64 / (1.0 - dead).max(0.05)).ceil() as usize
+            + self.tombstones.min(4))
+        .min(self.slots.len());
         loop {
             let ef = self.cfg.ef_search.max(fetch);
             let found = self.hnsw.search(key, fetch, ef);
@@ -210,11 +213,7 @@ impl Index {
         if k == 0 {
             return Vec::new();
         }
-        let cmp = |a: &Hit, b: &Hit| {
-            b.similarity
-                .total_cmp(&a.similarity)
-                .then(a.id.cmp(&b.id))
-        };
+        let cmp = |a: &Hit, b: &Hit| b.similarity.total_cmp(&a.similarity).then(a.id.cmp(&b.id));
         all.select_nth_unstable_by(k - 1, cmp);
         all.truncate(k);
         all.sort_by(cmp);
@@ -253,13 +252,19 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         // clustered: 20 centres plus noise, like real hidden states
         let centres: Vec<Vec<f32>> = (0..20)
-            .map(|_| (0..KEY_DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+            .map(|_| {
+                (0..KEY_DIM)
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect()
+            })
             .collect();
         (0..n)
             .map(|i| {
                 let c = &centres[i % 20];
                 normalize(
-                    c.iter().map(|x| x + rng.random_range(-0.3f32..0.3)).collect(),
+                    c.iter()
+                        .map(|x| x + rng.random_range(-0.3f32..0.3))
+                        .collect(),
                     "k",
                 )
                 .unwrap()
@@ -270,8 +275,11 @@ mod tests {
     fn build(n: usize) -> (Index, Vec<Vec<f32>>) {
         let ks = keys(n, 5);
         let mut idx = Index::new(HnswConfig::default(), n);
-        let entries: Vec<(u64, &[f32])> =
-            ks.iter().enumerate().map(|(i, k)| (i as u64 * 10, k.as_slice())).collect();
+        let entries: Vec<(u64, &[f32])> = ks
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (i as u64 * 10, k.as_slice()))
+            .collect();
         idx.insert_many(&entries);
         (idx, ks)
     }

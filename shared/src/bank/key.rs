@@ -97,7 +97,7 @@ impl KeyProjection {
                 what: "hidden states",
             });
         }
-        if rows.len() % self.d_model != 0 {
+        if !rows.len().is_multiple_of(self.d_model) {
             return Err(Error::Dimension {
                 what: "hidden states (a multiple of d_model)",
                 expected: rows.len().div_ceil(self.d_model) * self.d_model,
@@ -183,7 +183,10 @@ mod tests {
     fn bad_inputs() {
         let p = KeyProjection::new(1, 8).unwrap();
         assert!(matches!(p.project(&[0.0; 7]), Err(Error::Dimension { .. })));
-        assert!(matches!(p.project(&[0.0; 8]), Err(Error::ZeroVector { .. })));
+        assert!(matches!(
+            p.project(&[0.0; 8]),
+            Err(Error::ZeroVector { .. })
+        ));
         assert!(matches!(
             p.project(&[f32::INFINITY; 8]),
             Err(Error::NonFinite { .. })

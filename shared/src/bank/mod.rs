@@ -33,6 +33,7 @@ pub mod uncertainty;
 #[cfg(test)]
 mod tests;
 
+pub use crate::aggregate::daf::Band;
 pub use banks::{Banks, band_of};
 pub use compose::{Method, compose, compose_scored};
 pub use config::{Config, HnswConfig, ScoreWeights};
@@ -47,4 +48,3 @@ pub use score::Scored;
 pub use store::Bank;
 pub use truncate::{PATTERN_RANK, truncate_rank2};
 pub use uncertainty::{Measure, Selected};
-pub use crate::aggregate::daf::Band;

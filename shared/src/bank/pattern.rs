@@ -185,7 +185,12 @@ impl Pattern {
             layers: self
                 .layers
                 .iter()
-                .map(|l| [(l[0].out_dim(), l[0].in_dim()), (l[1].out_dim(), l[1].in_dim())])
+                .map(|l| {
+                    [
+                        (l[0].out_dim(), l[0].in_dim()),
+                        (l[1].out_dim(), l[1].in_dim()),
+                    ]
+                })
                 .collect(),
         }
     }
@@ -271,7 +276,10 @@ mod tests {
         let a8 = adapter(1, 16, 8, 2);
         assert!(matches!(
             Pattern::new(1, Band::Coarse, &key(0.1), &a8, 0),
-            Err(Error::Rank { expected: 2, got: 8 })
+            Err(Error::Rank {
+                expected: 2,
+                got: 8
+            })
         ));
         let p = Pattern::from_low_rank(1, Band::Coarse, &key(0.1), &a8, 0).unwrap();
         assert_eq!(p.factors(0, Target::Q).a.rows(), 2);

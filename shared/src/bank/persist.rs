@@ -75,7 +75,11 @@ fn widths(layout: &Layout) -> Option<(usize, usize)> {
     let (mut v, mut s) = (0usize, 0usize);
     for l in &layout.layers {
         for (out, inp) in l {
-            v = v.checked_add(PATTERN_RANK.checked_mul(*inp)?.checked_add(out.checked_mul(PATTERN_RANK)?)?)?;
+            v = v.checked_add(
+                PATTERN_RANK
+                    .checked_mul(*inp)?
+                    .checked_add(out.checked_mul(PATTERN_RANK)?)?,
+            )?;
             s = s.checked_add(2 * PATTERN_RANK)?;
         }
     }
@@ -91,7 +95,10 @@ fn read_meta(dir: &Path) -> Result<Meta> {
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let meta: Meta = serde_json::from_str(&text).map_err(|e| corrupt(&path, e))?;
     if meta.format != FORMAT {
-        return Err(corrupt(&path, format!("format `{}`, expected `{FORMAT}`", meta.format)));
+        return Err(corrupt(
+            &path,
+            format!("format `{}`, expected `{FORMAT}`", meta.format),
+        ));
     }
     Ok(meta)
 }
@@ -111,7 +118,13 @@ impl Bank {
         for p in &patterns {
             keys.extend(p.key().iter().flat_map(|v| v.to_le_bytes()));
             for pair in p.layers().iter().flatten() {
-                values.extend(pair.a.values().iter().chain(pair.bt.values()).map(|v| *v as u8));
+                values.extend(
+                    pair.a
+                        .values()
+                        .iter()
+                        .chain(pair.bt.values())
+                        .map(|v| *v as u8),
+                );
                 scales.extend(
                     pair.a
                         .scales()
@@ -123,9 +136,18 @@ impl Bank {
         }
         let data_path = dir.join(&data_file);
         let views = vec![
-            ("keys".to_string(), view(&data_path, Dtype::F32, vec![n, KEY_DIM], &keys)?),
-            ("values".to_string(), view(&data_path, Dtype::I8, vec![n, vw], &values)?),
-            ("scales".to_string(), view(&data_path, Dtype::F32, vec![n, sw], &scales)?),
+            (
+                "keys".to_string(),
+                view(&data_path, Dtype::F32, vec![n, KEY_DIM], &keys)?,
+            ),
+            (
+                "values".to_string(),
+                view(&data_path, Dtype::I8, vec![n, vw], &values)?,
+            ),
+            (
+                "scales".to_string(),
+                view(&data_path, Dtype::F32, vec![n, sw], &scales)?,
+            ),
         ];
         let bytes = safetensors::serialize(views, None).map_err(|e| corrupt(&data_path, e))?;
         crate::fsutil::write_atomic(&data_path, &bytes).map_err(io(&data_path))?;
@@ -153,7 +175,10 @@ impl Bank {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with("patterns-") && name.ends_with(".safetensors") && name != data_file {
+                if name.starts_with("patterns-")
+                    && name.ends_with(".safetensors")
+                    && name != data_file
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -167,7 +192,10 @@ impl Bank {
         let meta_path = dir.join(META);
         let band: Band = meta.band.parse().map_err(|e| corrupt(&meta_path, e))?;
         if meta.data_file.contains(['/', '\\']) || meta.data_file.starts_with('.') {
-            return Err(corrupt(&meta_path, "data file name must be a plain file name"));
+            return Err(corrupt(
+                &meta_path,
+                "data file name must be a plain file name",
+            ));
         }
         let data_path: PathBuf = dir.join(&meta.data_file);
         let bytes = std::fs::read(&data_path).map_err(io(&data_path))?;
@@ -205,7 +233,10 @@ impl Bank {
         let mut ids = HashMap::with_capacity(n);
         for (i, e) in meta.entries.iter().enumerate() {
             if ids.insert(e.id, i).is_some() {
-                return Err(corrupt(&meta_path, format!("pattern {} listed twice", e.id)));
+                return Err(corrupt(
+                    &meta_path,
+                    format!("pattern {} listed twice", e.id),
+                ));
             }
             let mut vo = i * vw;
             let mut so = i * sw;
@@ -213,7 +244,10 @@ impl Bank {
             for l in meta.layout.iter().flat_map(|l| &l.layers) {
                 let mut pair = |(out, inp): (usize, usize)| -> Result<QLowRank> {
                     let mut take = |rows: usize, cols: usize| -> Result<QMatrix> {
-                        let v: Vec<i8> = values[vo..vo + rows * cols].iter().map(|b| *b as i8).collect();
+                        let v: Vec<i8> = values[vo..vo + rows * cols]
+                            .iter()
+                            .map(|b| *b as i8)
+                            .collect();
                         let s = scales[so..so + rows].to_vec();
                         vo += rows * cols;
                         so += rows;

@@ -61,10 +61,20 @@ mod tests {
 
     #[test]
     fn rank_breaks_ties_deterministically() {
-        let a = Scored { id: 2, score: 0.5, similarity: 0.1, success: 0.0, recency: 0.0 };
+        let a = Scored {
+            id: 2,
+            score: 0.5,
+            similarity: 0.1,
+            success: 0.0,
+            recency: 0.0,
+        };
         let b = Scored { id: 1, ..a };
-        let c = Scored { similarity: 0.2, id: 9, ..a };
-        let mut v = vec![a, b, c];
+        let c = Scored {
+            similarity: 0.2,
+            id: 9,
+            ..a
+        };
+        let mut v = [a, b, c];
         v.sort_by(rank);
         assert_eq!(v.iter().map(|s| s.id).collect::<Vec<_>>(), vec![9, 1, 2]);
     }

@@ -151,7 +151,11 @@ impl Bank {
             .collect();
         self.index.insert_many(&entries);
         if !evicted.is_empty() {
-            tracing::debug!(band = self.band.name(), evicted = evicted.len(), "bank evicted LRU patterns");
+            tracing::debug!(
+                band = self.band.name(),
+                evicted = evicted.len(),
+                "bank evicted LRU patterns"
+            );
         }
         Ok(evicted)
     }
@@ -170,12 +174,12 @@ impl Bank {
             return Err(Error::UnknownId { id: *id });
         }
         for id in ids {
-            if let Some(p) = self.patterns.get_mut(id) {
-                if now > p.last_use {
-                    self.lru.remove(&(p.last_use, *id));
-                    p.last_use = now;
-                    self.lru.insert((now, *id));
-                }
+            if let Some(p) = self.patterns.get_mut(id)
+                && now > p.last_use
+            {
+                self.lru.remove(&(p.last_use, *id));
+                p.last_use = now;
+                self.lru.insert((now, *id));
             }
         }
         Ok(())
@@ -210,7 +214,10 @@ impl Bank {
     pub fn search(&self, key: &[f32], k: usize, now: u64) -> Result<Vec<Scored>> {
         let key = checked_key(key)?;
         let hits = self.index.nearest(&key, k.max(self.cfg.candidates));
-        let mut out: Vec<Scored> = hits.into_iter().filter_map(|h| self.scored(h, now)).collect();
+        let mut out: Vec<Scored> = hits
+            .into_iter()
+            .filter_map(|h| self.scored(h, now))
+            .collect();
         out.sort_by(rank);
         out.truncate(k);
         Ok(out)

@@ -10,8 +10,13 @@ const D: usize = 16;
 fn adapter(rank: usize, seed: u64) -> Adapter {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut m = |r: usize, c: usize| {
-        Matrix::new(r, c, (0..r * c).map(|_| rng.random_range(-0.5f32..0.5)).collect(), "m")
-            .unwrap()
+        Matrix::new(
+            r,
+            c,
+            (0..r * c).map(|_| rng.random_range(-0.5f32..0.5)).collect(),
+            "m",
+        )
+        .unwrap()
     };
     Adapter {
         layers: (0..2)
@@ -25,7 +30,9 @@ fn adapter(rank: usize, seed: u64) -> Adapter {
 
 fn key(seed: u64) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xABCD);
-    (0..KEY_DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    (0..KEY_DIM)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect()
 }
 
 fn pattern(bank: &mut Bank, seed: u64, now: u64) -> Pattern {
@@ -71,7 +78,12 @@ fn lru_evicts_least_recently_used_first() {
         for s in bank.search(&key(seed), 5, 22).unwrap() {
             assert!(s.id != ids[1] && s.id != ids[2]);
         }
-        assert!(bank.search_exact(&key(seed), 5, 22).unwrap().iter().all(|s| s.id != ids[1] && s.id != ids[2]));
+        assert!(
+            bank.search_exact(&key(seed), 5, 22)
+                .unwrap()
+                .iter()
+                .all(|s| s.id != ids[1] && s.id != ids[2])
+        );
     }
     assert!(bank.touch(&[ids[1]], 30).is_err());
     // a batch larger than capacity keeps the most recent
@@ -80,7 +92,10 @@ fn lru_evicts_least_recently_used_first() {
     let evicted = bank.insert_many(batch).unwrap();
     assert_eq!(bank.len(), 3);
     // last uses: old ones 20, 21, 22; batch 90, 89, 88, 87, 86 → keep 90, 89, 88
-    assert_eq!(bank.lru_order(), vec![batch_ids[2], batch_ids[1], batch_ids[0]]);
+    assert_eq!(
+        bank.lru_order(),
+        vec![batch_ids[2], batch_ids[1], batch_ids[0]]
+    );
     assert_eq!(evicted.len(), 5);
 }
 
@@ -112,7 +127,10 @@ fn search_scores_follow_the_formula() {
     bank.update_success(5, 1.0).unwrap();
     let s = bank.update_success(5, 1.0).unwrap();
     assert!((s - (0.3 + 0.7 * 0.3)).abs() < 1e-6, "EMA: {s}");
-    assert!((bank.update_success(6, -7.0).unwrap() + 0.3).abs() < 1e-6, "clamped to −1");
+    assert!(
+        (bank.update_success(6, -7.0).unwrap() + 0.3).abs() < 1e-6,
+        "clamped to −1"
+    );
     let now = 100;
     let q = key(5);
     let qn = key::normalize(q.clone(), "q").unwrap();
@@ -128,7 +146,12 @@ fn search_scores_follow_the_formula() {
     assert!(exact.windows(2).all(|w| w[0].score >= w[1].score));
     assert_eq!(exact[0].id, 5, "same key, best success");
     // HNSW (over all 40 candidates here) agrees with the scan on the top 3
-    let top: Vec<u64> = bank.search(&q, 3, now).unwrap().iter().map(|s| s.id).collect();
+    let top: Vec<u64> = bank
+        .search(&q, 3, now)
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
     let want: Vec<u64> = exact[..3].iter().map(|s| s.id).collect();
     assert_eq!(top, want);
 }
@@ -153,7 +176,11 @@ fn save_load_round_trip_gives_identical_results() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    assert_eq!(files.iter().filter(|f| f.ends_with(".safetensors")).count(), 1, "{files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".safetensors")).count(),
+        1,
+        "{files:?}"
+    );
     let loaded = Bank::load(dir.path()).unwrap();
     assert_eq!(loaded.len(), bank.len());
     assert_eq!(loaded.band(), bank.band());
@@ -164,8 +191,14 @@ fn save_load_round_trip_gives_identical_results() {
     }
     for seed in 0..10 {
         let q = key(100 + seed);
-        assert_eq!(loaded.search_exact(&q, 5, 120).unwrap(), bank.search_exact(&q, 5, 120).unwrap());
-        assert_eq!(loaded.search(&q, 5, 120).unwrap(), bank.search(&q, 5, 120).unwrap());
+        assert_eq!(
+            loaded.search_exact(&q, 5, 120).unwrap(),
+            bank.search_exact(&q, 5, 120).unwrap()
+        );
+        assert_eq!(
+            loaded.search(&q, 5, 120).unwrap(),
+            bank.search(&q, 5, 120).unwrap()
+        );
     }
     let mut loaded = loaded;
     let mut b2 = bank;
@@ -195,7 +228,11 @@ fn corrupt_bank_folders_are_errors() {
     let bytes = std::fs::read(&data).unwrap();
     std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
     assert!(matches!(Bank::load(dir.path()), Err(Error::Corrupt { .. })));
-    std::fs::write(&meta, text.replace("\"data_file\": \"", "\"data_file\": \"../")).unwrap();
+    std::fs::write(
+        &meta,
+        text.replace("\"data_file\": \"", "\"data_file\": \"../"),
+    )
+    .unwrap();
     assert!(matches!(Bank::load(dir.path()), Err(Error::Corrupt { .. })));
 }
 
@@ -231,7 +268,10 @@ fn dgr_plan_applies_exactly_one_step_later() {
     let plan = dgr.observe(3, 1.0, &[row], &bank, 5).unwrap().clone();
     assert_eq!(plan.step, 4);
     assert_eq!(
-        plan.selected.iter().map(|(_, s)| s.position).collect::<Vec<_>>(),
+        plan.selected
+            .iter()
+            .map(|(_, s)| s.position)
+            .collect::<Vec<_>>(),
         vec![5, 9]
     );
     // the plan is for step 4 only
@@ -246,24 +286,39 @@ fn dgr_plan_applies_exactly_one_step_later() {
         assert_eq!(e.patterns, bank.search(&key, 3, 5).unwrap());
         assert_eq!(e.delta.layers.len(), 2);
         assert_eq!(e.delta.layers[0].q.rank(), 6);
-        let parts: Vec<(&Pattern, f32)> =
-            e.patterns.iter().map(|s| (bank.get(s.id).unwrap(), s.score)).collect();
+        let parts: Vec<(&Pattern, f32)> = e
+            .patterns
+            .iter()
+            .map(|s| (bank.get(s.id).unwrap(), s.score))
+            .collect();
         assert_eq!(e.delta, compose_scored(&parts, Method::default()).unwrap());
     }
     assert!(!plan.pattern_ids().is_empty());
     // the next observation replaces the plan; steps must increase
     assert!(dgr.observe(3, 1.0, &[row], &bank, 5).is_err());
     let quiet = logits(&[1, 1, 2, 1]);
-    let row2 = dgr::RowObservation { logits: &quiet, ..row };
+    let row2 = dgr::RowObservation {
+        logits: &quiet,
+        ..row
+    };
     let p2 = dgr.observe(4, 1.0, &[row2], &bank, 6).unwrap();
     assert!(p2.selected.is_empty() && p2.entries.is_empty());
     assert!(dgr.plan_for(4).is_none());
     assert_eq!(dgr.plan_for(5).map(|p| p.entries.len()), Some(0));
     // a late step with small t divides by √t: position 6 (2 tokens, 0.25) crosses 0.5 at t < 0.25
     let p3 = dgr.observe(5, 0.2, &[row], &bank, 7).unwrap();
-    assert_eq!(p3.selected.iter().map(|(_, s)| s.position).collect::<Vec<_>>(), vec![5, 9, 6]);
+    assert_eq!(
+        p3.selected
+            .iter()
+            .map(|(_, s)| s.position)
+            .collect::<Vec<_>>(),
+        vec![5, 9, 6]
+    );
     // bad hidden width
-    let bad = dgr::RowObservation { hidden: &hidden[..10], ..row };
+    let bad = dgr::RowObservation {
+        hidden: &hidden[..10],
+        ..row
+    };
     assert!(dgr.observe(6, 0.5, &[bad], &bank, 8).is_err());
 }
 
@@ -273,7 +328,13 @@ fn dgr_with_an_empty_bank_selects_but_applies_nothing() {
     let mut dgr = Dgr::new(dgr::Config::default(), KeyProjection::new(1, D).unwrap()).unwrap();
     let lg = logits(&[16]);
     let hidden = vec![0.5f32; D];
-    let row = dgr::RowObservation { row: 2, positions: &[7], logits: &lg, vocab: 16, hidden: &hidden };
+    let row = dgr::RowObservation {
+        row: 2,
+        positions: &[7],
+        logits: &lg,
+        vocab: 16,
+        hidden: &hidden,
+    };
     let plan = dgr.observe(0, 1.0, &[row], &bank, 0).unwrap();
     assert_eq!(plan.selected.len(), 1);
     assert!(plan.entries.is_empty());
@@ -286,7 +347,10 @@ fn round_inserts_global_and_local_per_band() {
     let l8 = adapter(8, 2);
     let g2 = adapter(2, 3);
     let l2 = adapter(2, 4);
-    let keys = RoundKeys { global: key(1), local: key(2) };
+    let keys = RoundKeys {
+        global: key(1),
+        local: key(2),
+    };
     let out = insert_round(
         &mut banks,
         &[(Band::Coarse, &g8), (Band::Fine, &g2)],
@@ -311,15 +375,34 @@ fn round_inserts_global_and_local_per_band() {
         assert!((a - b).abs() < 0.03 * scale, "{a} vs {b}");
     }
     // second round: new ids; missing local adapter is an error and changes nothing
-    let again = insert_round(&mut banks, &[(Band::Fine, &g2)], &[(Band::Fine, &l2)], &keys, 8).unwrap();
+    let again = insert_round(
+        &mut banks,
+        &[(Band::Fine, &g2)],
+        &[(Band::Fine, &l2)],
+        &keys,
+        8,
+    )
+    .unwrap();
     assert!(again[0].global_id > out[1].local_id);
     assert!(insert_round(&mut banks, &[(Band::Domain, &g2)], &[], &keys, 9).is_err());
-    assert!(insert_round(&mut banks, &[(Band::Fine, &g2), (Band::Fine, &g2)], &[(Band::Fine, &l2)], &keys, 9).is_err());
+    assert!(
+        insert_round(
+            &mut banks,
+            &[(Band::Fine, &g2), (Band::Fine, &g2)],
+            &[(Band::Fine, &l2)],
+            &keys,
+            9
+        )
+        .is_err()
+    );
     assert_eq!(banks.len(), 6);
     // banks survive a restart
     let dir = tempfile::tempdir().unwrap();
     banks.save(dir.path()).unwrap();
     let back = Banks::load(dir.path(), Config::default()).unwrap();
     assert_eq!(back.len(), 6);
-    assert_eq!(back.get(Band::Coarse).get(c.local_id), banks.get(Band::Coarse).get(c.local_id));
+    assert_eq!(
+        back.get(Band::Coarse).get(c.local_id),
+        banks.get(Band::Coarse).get(c.local_id)
+    );
 }

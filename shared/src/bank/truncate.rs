@@ -45,10 +45,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 fn thin_qr(mut cols: Vec<Vec<f64>>) -> (Vec<Vec<f64>>, Vec<f64>) {
     let k = cols.len();
     let mut r = vec![0.0f64; k * k];
-    let scale = cols
-        .iter()
-        .map(|c| dot(c, c).sqrt())
-        .fold(0.0f64, f64::max);
+    let scale = cols.iter().map(|c| dot(c, c).sqrt()).fold(0.0f64, f64::max);
     let tiny = scale * 1e-12;
     for j in 0..k {
         for i in 0..j {
@@ -96,10 +93,11 @@ fn jacobi_svd(c: &[f64], k: usize) -> (Vec<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
                 let cs = 1.0 / (1.0 + t * t).sqrt();
                 let sn = cs * t;
                 for m in [&mut w, &mut v] {
-                    for i in 0..k {
-                        let (xp, xq) = (m[p][i], m[q][i]);
-                        m[p][i] = cs * xp - sn * xq;
-                        m[q][i] = sn * xp + cs * xq;
+                    let (head, tail) = m.split_at_mut(q);
+                    for (xp, xq) in head[p].iter_mut().zip(tail[0].iter_mut()) {
+                        let (a, b) = (*xp, *xq);
+                        *xp = cs * a - sn * b;
+                        *xq = sn * a + cs * b;
                     }
                 }
             }
@@ -198,7 +196,9 @@ mod tests {
         Matrix::new(
             rows,
             cols,
-            (0..rows * cols).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+            (0..rows * cols)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect(),
             "r",
         )
         .unwrap()

@@ -149,16 +149,26 @@ mod tests {
 
     /// A row whose probability mass is spread evenly over `m` of `v` tokens: entropy ln m / ln v.
     fn row(m: usize, v: usize) -> Vec<f32> {
-        (0..v).map(|i| if i < m { 1.5 } else { f32::NEG_INFINITY }).collect()
+        (0..v)
+            .map(|i| if i < m { 1.5 } else { f32::NEG_INFINITY })
+            .collect()
     }
 
     #[test]
     fn selects_exactly_above_threshold_capped_highest_first() {
         let v = 16;
-        let ms = [1usize, 16, 3, 9, 2, 12, 7, 5, 11, 6, 14, 8, 10, 13, 15, 4, 16, 1, 9, 6];
+        let ms = [
+            1usize, 16, 3, 9, 2, 12, 7, 5, 11, 6, 14, 8, 10, 13, 15, 4, 16, 1, 9, 6,
+        ];
         let positions: Vec<usize> = (0..ms.len()).map(|i| 100 + 3 * i).collect();
         let rows: Vec<f32> = ms.iter().flat_map(|m| row(*m, v)).collect();
-        for (t, cap) in [(1.0f32, 10usize), (0.64, 10), (1.0, 3), (0.25, 10), (1.0, 100)] {
+        for (t, cap) in [
+            (1.0f32, 10usize),
+            (0.64, 10),
+            (1.0, 3),
+            (0.25, 10),
+            (1.0, 100),
+        ] {
             let got = select(&rows, v, &positions, t, Measure::Entropy, 0.5, cap).unwrap();
             // expected, computed independently from the closed form
             let mut want: Vec<(f64, usize)> = ms
@@ -181,7 +191,10 @@ mod tests {
         // with a cap the kept ones are the most uncertain: none left out is higher
         let got = select(&rows, v, &positions, 0.25, Measure::Entropy, 0.5, 10).unwrap();
         assert_eq!(got.len(), 10);
-        let min_kept = got.iter().map(|s| s.uncertainty).fold(f32::INFINITY, f32::min);
+        let min_kept = got
+            .iter()
+            .map(|s| s.uncertainty)
+            .fold(f32::INFINITY, f32::min);
         let all = select(&rows, v, &positions, 0.25, Measure::Entropy, 0.5, 1000).unwrap();
         assert!(all.len() > 10);
         assert!(all[10..].iter().all(|s| s.uncertainty <= min_kept));
