@@ -15,8 +15,7 @@ use ruvdllm::bank::{Band, KeyProjection, Method, Pattern, compose_scored};
 use ruvdllm::candle_core::{DType, Device, Tensor};
 use ruvdllm_benches::inference::{load_checkpoint, model_path, percentile};
 use ruvdllm_benches::retrieval::{
-    KEY_SEED, build_bank, layout_of, model_keys, patterns, random_adapter, recall_at, rss_kib,
-    texts,
+    KEY_SEED, build_bank, layout_of, model_keys, patterns, recall_at, rss_kib, texts,
 };
 
 #[derive(Parser)]
