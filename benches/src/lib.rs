@@ -2,6 +2,7 @@
 //! binaries, so every table in the README measures the same data.
 
 pub mod inference;
+pub mod retrieval;
 
 use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm::privacy::{NormalStream, normal_stream};

@@ -16,6 +16,7 @@ pub use candle_nn;
 pub mod adapter;
 pub mod aggregate;
 pub mod attack;
+pub mod bank;
 pub mod codec;
 pub mod data;
 pub mod delta;

@@ -1,0 +1,215 @@
+//! DGR — denoising-guided retrieval with a one-step lag (DESIGN §5).
+//!
+//! Retrieval needs the hidden state of an uncertain position, which only exists after a forward.
+//! Running a second forward per step would double the cost, so DGR lags by one step: after the
+//! forward of step `s` the caller hands [`Dgr::observe`] that step's logits and final hidden
+//! states of the still-masked positions; DGR selects the uncertain positions
+//! ([`super::uncertainty`]), retrieves the top-3 patterns of the current band for each (keyed on
+//! the projected hidden state of that position) and composes them into one low-rank q/v delta
+//! per position. That plan is for step `s + 1` only: [`Dgr::plan_for`] returns it for exactly that
+//! step and nothing for any other, so a delta derived from step `s` can never leak into step `s`
+//! itself or linger past `s + 1`.
+//!
+//! The plan is plain data — per (row, position, layer, q|v) the factors `A [6, in]` and
+//! `B [out, 6]` — so the model's adapter hook only adds `B·(A·x)` at those positions.
+
+use crate::aggregate::daf::Band;
+
+use super::compose::{Method, compose_scored};
+use super::error::{Error, Result};
+use super::key::KeyProjection;
+use super::matrix::Adapter;
+use super::score::Scored;
+use super::store::Bank;
+use super::uncertainty::{Measure, Selected, select};
+
+/// DGR settings (DESIGN §5 defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    pub measure: Measure,
+    /// Positions with uncertainty strictly above this are selected.
+    pub threshold: f32,
+    /// At most this many positions per row and step.
+    pub max_positions: usize,
+    /// Patterns retrieved and composed per position.
+    pub top_k: usize,
+    pub method: Method,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            measure: Measure::Entropy,
+            threshold: 0.5,
+            max_positions: 10,
+            top_k: 3,
+            method: Method::default(),
+        }
+    }
+}
+
+/// What the forward of one step reported for one batch row (masked positions only).
+#[derive(Debug, Clone, Copy)]
+pub struct RowObservation<'a> {
+    pub row: usize,
+    /// Canvas positions of the masked tokens, one per logits/hidden row.
+    pub positions: &'a [usize],
+    /// `positions.len() × vocab` logits.
+    pub logits: &'a [f32],
+    pub vocab: usize,
+    /// `positions.len() × d_model` final hidden states.
+    pub hidden: &'a [f32],
+}
+
+/// The retrieval for one position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub row: usize,
+    pub position: usize,
+    pub uncertainty: f32,
+    /// The composed patterns, best first.
+    pub patterns: Vec<Scored>,
+    /// `Σ w_i B_i A_i` per layer, q and v, as concatenated factors.
+    pub delta: Adapter,
+}
+
+/// Everything to apply during one step's forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The step whose forward applies this plan.
+    pub step: u64,
+    pub band: Band,
+    /// Every selected position per row (also those for which the bank had no pattern).
+    pub selected: Vec<(usize, Selected)>,
+    pub entries: Vec<Entry>,
+}
+
+impl Plan {
+    /// Ids of every pattern the plan uses (for [`Bank::touch`]).
+    pub fn pattern_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .entries
+            .iter()
+            .flat_map(|e| e.patterns.iter().map(|s| s.id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The DGR state across the steps of one generation.
+pub struct Dgr {
+    cfg: Config,
+    projection: KeyProjection,
+    pending: Option<Plan>,
+    last_observed: Option<u64>,
+}
+
+impl Dgr {
+    pub fn new(cfg: Config, projection: KeyProjection) -> Result<Self> {
+        if !cfg.threshold.is_finite() || cfg.top_k == 0 {
+            return Err(Error::Config {
+                field: "dgr",
+                value: format!("{cfg:?}"),
+                reason: "threshold must be finite and top_k at least 1",
+            });
+        }
+        Ok(Self {
+            cfg,
+            projection,
+            pending: None,
+            last_observed: None,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Forgets any pending plan (a new generation).
+    pub fn reset(&mut self) {
+        self.pending = None;
+        self.last_observed = None;
+    }
+
+    /// After the forward of `step` (time `t`, band `bank.band()`): selects, retrieves and
+    /// composes the plan for `step + 1`. Steps must increase.
+    pub fn observe(
+        &mut self,
+        step: u64,
+        t: f32,
+        rows: &[RowObservation<'_>],
+        bank: &Bank,
+        now: u64,
+    ) -> Result<&Plan> {
+        if let Some(prev) = self.last_observed
+            && step <= prev
+        {
+            return Err(Error::Dgr {
+                reason: format!("step {step} observed after step {prev}"),
+            });
+        }
+        let d = self.projection.d_model();
+        let mut selected = Vec::new();
+        let mut entries = Vec::new();
+        for r in rows {
+            if r.hidden.len() != r.positions.len() * d {
+                return Err(Error::Dgr {
+                    reason: format!(
+                        "row {}: {} hidden values for {} positions of width {d}",
+                        r.row,
+                        r.hidden.len(),
+                        r.positions.len()
+                    ),
+                });
+            }
+            let picks = select(
+                r.logits,
+                r.vocab,
+                r.positions,
+                t,
+                self.cfg.measure,
+                self.cfg.threshold,
+                self.cfg.max_positions,
+            )?;
+            for s in picks {
+                selected.push((r.row, s));
+                // Index of this position among the row's masked positions (selected positions
+                // come from `positions`, so it exists).
+                let Some(i) = r.positions.iter().position(|p| *p == s.position) else {
+                    continue;
+                };
+                let key = self.projection.project(&r.hidden[i * d..(i + 1) * d])?;
+                let top = bank.search(&key, self.cfg.top_k, now)?;
+                if top.is_empty() {
+                    continue;
+                }
+                let parts: Vec<(&super::pattern::Pattern, f32)> = top
+                    .iter()
+                    .filter_map(|sc| bank.get(sc.id).map(|p| (p, sc.score)))
+                    .collect();
+                let delta = compose_scored(&parts, self.cfg.method)?;
+                entries.push(Entry {
+                    row: r.row,
+                    position: s.position,
+                    uncertainty: s.uncertainty,
+                    patterns: top,
+                    delta,
+                });
+            }
+        }
+        self.last_observed = Some(step);
+        Ok(&*self.pending.insert(Plan {
+            step: step + 1,
+            band: bank.band(),
+            selected,
+            entries,
+        }))
+    }
+
+    /// The plan to apply in the forward of `step`: only the one computed after `step − 1`.
+    pub fn plan_for(&self, step: u64) -> Option<&Plan> {
+        self.pending.as_ref().filter(|p| p.step == step)
+    }
+}
