@@ -5,6 +5,7 @@ mod errors;
 mod fast;
 mod llada;
 mod rules;
+mod timestep;
 
 use std::ops::ControlFlow;
 
