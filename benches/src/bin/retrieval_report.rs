@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     );
     let layout = layout_of(&cfg);
     println!(
-        "patterns: rank-2 q/v adapters for tiny's shapes ({} layers), int8 + per-row f32 scales; {} threads",
+        "patterns: rank-2 q/v adapters for tiny's shapes ({} layers), int8 + one f32 scale per rank component; {} threads",
         cfg.n_layers,
         rayon::current_num_threads()
     );
@@ -136,7 +136,7 @@ fn main() -> anyhow::Result<()> {
         );
         if let Some(p) = bank.patterns().first() {
             note = format!(
-                "one pattern: {} B adapter (int8 + per-row scales; {} B at f32), {} B with key and metadata",
+                "one pattern: {} B adapter (int8 + scales; {} B at f32), {} B with key and metadata",
                 p.adapter_bytes(),
                 4 * layout.values(2),
                 p.bytes()

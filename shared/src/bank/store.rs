@@ -4,7 +4,10 @@
 //! Retrieval is two-stage. The index finds the `candidates` (default 32) nearest keys; those are
 //! re-ranked by the full score (similarity, success, recency) and the best `k` returned. The exact
 //! variant ([`Bank::search_exact`]) scores every live pattern — the reference the benchmarks put
-//! beside HNSW. Time is never read from a clock: every call that needs "now" takes it (any
+//! beside HNSW. Patterns outside the candidates are never scored, so a pattern of lower similarity
+//! whose success or recency would lift it into the top `k` can be missed: HNSW search is
+//! approximate in the *score*, not only in similarity (the report measures the overlap), and
+//! `candidates` trades latency for agreement. Time is never read from a clock: every call that needs "now" takes it (any
 //! monotone `u64`: seconds, rounds or steps).
 //!
 //! Eviction is least-recently-used at capacity: `last_use` is set at insertion and advanced by
