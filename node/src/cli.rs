@@ -23,6 +23,8 @@ pub enum Command {
     Eval(crate::eval_cmd::EvalArgs),
     /// Convert a checkpoint to a llama.cpp-layout GGUF file.
     Convert(crate::convert_cmd::ConvertArgs),
+    /// Create the node's libp2p key pair and print the peer id for the coordinator's allowlist.
+    Keygen(crate::keygen_cmd::KeygenArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => crate::generate_cmd::run(args),
         Command::Eval(args) => crate::eval_cmd::run(args),
         Command::Convert(args) => crate::convert_cmd::run(args),
+        Command::Keygen(args) => crate::keygen_cmd::run(args),
     }
 }

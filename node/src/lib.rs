@@ -5,6 +5,7 @@ pub mod cli;
 pub mod convert_cmd;
 pub mod eval_cmd;
 pub mod generate_cmd;
+pub mod keygen_cmd;
 pub mod model_arg;
 pub mod pretrain_cmd;
 pub mod sampler_args;
