@@ -184,7 +184,7 @@ impl EventLoop {
         for (_, reply) in self.inflight.drain() {
             let _ = reply.send(Err(P2pError::Shutdown));
         }
-        super::server::close_connections(&mut self.swarm).await;
+        transport::close_connections(&mut self.swarm).await;
         tracing::debug!("p2p client stopped");
     }
 

@@ -26,7 +26,7 @@ use super::codec::Reply;
 use super::config::Config;
 use super::counters::{Counters, PeerCounters, PendingConnections};
 use super::error::P2pError;
-use super::transport::{self, Behaviour};
+use super::transport::{self, Behaviour, close_connections};
 
 /// Who sent a request: the authenticated peer id and its name from the allowlist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,29 +432,6 @@ impl EventLoop {
 
 /// After the last answer of a shutdown is flushed, connections stay open this long (at most).
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// How long closing connections may take once a side shuts down.
-pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Closes every connection and drives the swarm until they are gone (or `CLOSE_TIMEOUT` passes),
-/// so responses already handed to yamux reach the socket and the peers see a clean close.
-pub(crate) async fn close_connections(swarm: &mut Swarm<Behaviour>) {
-    let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
-    for peer in peers {
-        let _ = swarm.disconnect_peer_id(peer);
-    }
-    let deadline = tokio::time::sleep(CLOSE_TIMEOUT);
-    tokio::pin!(deadline);
-    while swarm.connected_peers().next().is_some() {
-        tokio::select! {
-            event = swarm.select_next_some() => tracing::trace!(?event, "closing"),
-            _ = &mut deadline => {
-                tracing::debug!("connections did not close in time");
-                break;
-            }
-        }
-    }
-}
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
@@ -74,4 +75,27 @@ pub(crate) fn swarm(
         keypair.public().to_peer_id(),
         swarm_config,
     )
+}
+
+/// How long closing connections may take once a side shuts down.
+pub(crate) const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes every connection and drives the swarm until they are gone (or `CLOSE_TIMEOUT` passes),
+/// so responses already handed to yamux reach the socket and the peers see a clean close.
+pub(crate) async fn close_connections(swarm: &mut Swarm<Behaviour>) {
+    let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+    for peer in peers {
+        let _ = swarm.disconnect_peer_id(peer);
+    }
+    let deadline = tokio::time::sleep(CLOSE_TIMEOUT);
+    tokio::pin!(deadline);
+    while swarm.connected_peers().next().is_some() {
+        tokio::select! {
+            event = swarm.select_next_some() => tracing::trace!(?event, "closing"),
+            _ = &mut deadline => {
+                tracing::debug!("connections did not close in time");
+                break;
+            }
+        }
+    }
 }
