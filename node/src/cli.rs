@@ -30,6 +30,8 @@ pub enum Command {
     /// Print the SHA-256 of a run's frozen A matrices (cross-process determinism checks).
     #[command(hide = true)]
     FrozenADigest(crate::frozen_a_cmd::FrozenAArgs),
+    /// Create the node's libp2p key pair and print the peer id for the coordinator's allowlist.
+    Keygen(crate::keygen_cmd::KeygenArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,5 +43,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::serve_cmd::run(args),
         Command::Finetune(args) => crate::finetune_cmd::run(args),
         Command::FrozenADigest(args) => crate::frozen_a_cmd::run(args),
+        Command::Keygen(args) => crate::keygen_cmd::run(args),
     }
 }

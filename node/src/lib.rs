@@ -7,6 +7,7 @@ pub mod eval_cmd;
 pub mod finetune_cmd;
 pub mod frozen_a_cmd;
 pub mod generate_cmd;
+pub mod keygen_cmd;
 pub mod model_arg;
 pub mod pretrain_cmd;
 pub mod sampler_args;

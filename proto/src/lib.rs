@@ -1,0 +1,2 @@
+//! RuvDLLM wire protocols.
+pub mod p2p;
