@@ -23,6 +23,10 @@ pub enum Command {
     Eval(crate::eval_cmd::EvalArgs),
     /// Convert a checkpoint to a llama.cpp-layout GGUF file.
     Convert(crate::convert_cmd::ConvertArgs),
+    /// Run the node daemon: join the coordinator's rounds until SIGTERM.
+    Run(crate::run_cmd::ConfigArgs),
+    /// Check a node.toml (and the files it names) without connecting.
+    ValidateConfig(crate::run_cmd::ConfigArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -31,5 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => crate::generate_cmd::run(args),
         Command::Eval(args) => crate::eval_cmd::run(args),
         Command::Convert(args) => crate::convert_cmd::run(args),
+        Command::Run(args) => crate::run_cmd::run(args),
+        Command::ValidateConfig(args) => crate::run_cmd::validate(args),
     }
 }

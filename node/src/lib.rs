@@ -1,10 +1,13 @@
-//! The RuvDLLM node: the command-line tools a node operator uses (pretrain, eval, generate,
-//! convert) on top of the `ruvdllm` library.
+//! The RuvDLLM node: the federated node daemon ([`daemon`], `node run`) and the command-line
+//! tools a node operator uses (pretrain, eval, generate, convert) on top of the `ruvdllm` library.
 
 pub mod cli;
+pub mod config;
 pub mod convert_cmd;
+pub mod daemon;
 pub mod eval_cmd;
 pub mod generate_cmd;
 pub mod model_arg;
 pub mod pretrain_cmd;
+pub mod run_cmd;
 pub mod sampler_args;
