@@ -15,7 +15,7 @@ use std::time::Duration;
 use ruvdllm_proto::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use ruvdllm_proto::{Assembler, CHUNK_SIZE, REJECT_METADATA_KEY, RejectKind, UpdateHeader, pb};
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Identity, node_id_from_der};
 use crate::config::Tls;
 use crate::service::{Service, ServiceError};
+use crate::socket::Counting;
 
 /// Longest wait for the next chunk of an upload.
 pub const UPLOAD_IDLE: Duration = Duration::from_secs(30);
@@ -268,13 +269,20 @@ pub async fn serve(
         .identity(TlsIdentity::from_pem(read(&tls.cert)?, read(&tls.key)?))
         .client_ca_root(Certificate::from_pem(read(&tls.ca_cert)?))
         .timeout(Duration::from_secs(10));
+    let (read, written) = (
+        svc.metrics().socket_read.clone(),
+        svc.metrics().socket_written.clone(),
+    );
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+        conn.map(|s| {
+            let _ = s.set_nodelay(true);
+            Counting::new(s, read.clone(), written.clone())
+        })
+    });
     Server::builder()
         .tls_config(config)?
         .add_service(CoordinatorServer::new(Grpc::new(svc)))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

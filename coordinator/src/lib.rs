@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod round;
 pub mod run_cmd;
 pub mod service;
+pub mod socket;
 pub mod store;

@@ -1,9 +1,9 @@
 //! Prometheus metrics and the tiny HTTP server that exposes them at `/metrics`.
 //!
-//! Bytes in/out are counted **in the chunk handlers**: payload bytes of every chunk received in
-//! `SubmitUpdate` (bytes in) and sent in `FetchAdapter` (bytes out). That is the application
-//! payload, not TLS/HTTP/2 framing, which adds a few percent on top; a transport-independent count
-//! is what a libp2p adapter can report identically.
+//! Bytes are counted twice: **at the socket** (`socket_bytes_read/written`, every byte of every
+//! accepted TCP connection including TLS and HTTP/2 framing, see [`crate::socket`]) and **in the
+//! chunk handlers** (`payload_bytes_in/out`: payload bytes of chunks received in `SubmitUpdate` and
+//! sent in `FetchAdapter`), which a libp2p adapter can report identically.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +34,8 @@ pub struct Metrics {
     pub round_latency: Histogram,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
+    pub socket_read: Counter,
+    pub socket_written: Counter,
     pub accepted: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
     pub last_seen: Family<NodeLabel, Gauge>,
@@ -54,6 +56,8 @@ impl Metrics {
         let round_latency = Histogram::new(exponential_buckets(0.05, 2.0, 16));
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
+        let socket_read = Counter::default();
+        let socket_written = Counter::default();
         let accepted = Counter::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
         let last_seen = Family::<NodeLabel, Gauge>::default();
@@ -79,6 +83,16 @@ impl Metrics {
             "Payload bytes sent in FetchAdapter chunks",
             bytes_out.clone(),
         );
+        r.register(
+            "socket_bytes_read",
+            "Bytes read from gRPC client sockets (TLS records included)",
+            socket_read.clone(),
+        );
+        r.register(
+            "socket_bytes_written",
+            "Bytes written to gRPC client sockets (TLS records included)",
+            socket_written.clone(),
+        );
         r.register("updates_accepted", "Updates accepted", accepted.clone());
         r.register(
             "updates_rejected",
@@ -98,6 +112,8 @@ impl Metrics {
             round_latency,
             bytes_in,
             bytes_out,
+            socket_read,
+            socket_written,
             accepted,
             rejected,
             last_seen,

@@ -305,7 +305,10 @@ impl Service {
                 base_model_hash: base_model_hash.to_string(),
             },
         );
-        self.execute(&mut g, actions, None)?;
+        if let Some(reason) = self.execute(&mut g, actions, None)? {
+            tracing::info!(node_id = %id.node_id, reason = %reason, "registration refused");
+            return Err(reason.into());
+        }
         Ok(g.machine.round())
     }
 

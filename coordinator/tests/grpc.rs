@@ -89,6 +89,16 @@ async fn refusals_have_reasons_and_the_round_still_closes() {
     }
     assert!(text.contains("ruvdllm_coordinator_rounds_total 1"), "{text}");
     assert!(text.contains("ruvdllm_coordinator_updates_accepted_total 3"), "{text}");
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("ruvdllm_coordinator_{name}_total ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    // Socket counts include TLS and HTTP/2 on top of the payload chunks.
+    assert!(counter("payload_bytes_in") > 0);
+    assert!(counter("socket_bytes_read") > counter("payload_bytes_in"));
+    assert!(counter("socket_bytes_written") > counter("payload_bytes_out"));
     running.shutdown().await.unwrap();
 }
 
