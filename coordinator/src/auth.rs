@@ -26,7 +26,9 @@ pub enum AuthError {
     BadCertificate(String),
     #[error("client certificate has no subject common name")]
     NoCommonName,
-    #[error("node id {id:?} is invalid: 1-64 characters of A-Z a-z 0-9 . _ - , not starting with '.'")]
+    #[error(
+        "node id {id:?} is invalid: 1-64 characters of A-Z a-z 0-9 . _ - , not starting with '.'"
+    )]
     BadNodeId { id: String },
 }
 

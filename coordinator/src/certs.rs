@@ -15,7 +15,7 @@ use rcgen::{
 };
 use ruvdllm::fsutil::write_atomic;
 
-use crate::auth::{check_node_id, AuthError};
+use crate::auth::{AuthError, check_node_id};
 
 /// PKI failures.
 #[derive(Debug, thiserror::Error)]

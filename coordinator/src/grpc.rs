@@ -15,8 +15,8 @@ use std::time::Duration;
 use ruvdllm_proto::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use ruvdllm_proto::{Assembler, CHUNK_SIZE, REJECT_METADATA_KEY, RejectKind, UpdateHeader, pb};
 use tokio::sync::mpsc;
-use tokio_stream::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -197,7 +197,11 @@ impl Coordinator for Grpc {
                 Some(pb::submit_message::Kind::Chunk(c)) => c,
                 other => {
                     self.svc.count_malformed();
-                    let what = if other.is_some() { "a second header" } else { "end of stream" };
+                    let what = if other.is_some() {
+                        "a second header"
+                    } else {
+                        "end of stream"
+                    };
                     return Err(status(ServiceError::Protocol(format!(
                         "{what} after {} of {} payload bytes",
                         asm.received(),

@@ -117,7 +117,12 @@ fn decode_limits(global: &Delta, max_payload: u64) -> codec::Limits {
             .saturating_add(1 << 20),
         max_values: values,
         max_tensors: u32::try_from(global.tensors.len()).unwrap_or(u32::MAX),
-        max_name_len: global.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0),
+        max_name_len: global
+            .tensors
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(0),
         max_ndim: codec::MAX_NDIM,
     }
 }
@@ -202,20 +207,22 @@ impl Service {
         let mut kept = Vec::new();
         let layout = initial.layout();
         for meta in state.accepted.drain(..) {
-            let loaded = store.load_update(state.round, &meta.node).and_then(|bytes| {
-                if sha256_hex(&bytes) != meta.payload_sha256 {
-                    return Err(StoreError::Corrupt {
-                        path: store.update_path(state.round, &meta.node),
-                        reason: "payload hash differs from the state".into(),
-                    });
-                }
-                codec::decode_expecting(&bytes, limits, &layout).map_err(|e| {
-                    StoreError::Corrupt {
-                        path: store.update_path(state.round, &meta.node),
-                        reason: e.to_string(),
+            let loaded = store
+                .load_update(state.round, &meta.node)
+                .and_then(|bytes| {
+                    if sha256_hex(&bytes) != meta.payload_sha256 {
+                        return Err(StoreError::Corrupt {
+                            path: store.update_path(state.round, &meta.node),
+                            reason: "payload hash differs from the state".into(),
+                        });
                     }
-                })
-            });
+                    codec::decode_expecting(&bytes, limits, &layout).map_err(|e| {
+                        StoreError::Corrupt {
+                            path: store.update_path(state.round, &meta.node),
+                            reason: e.to_string(),
+                        }
+                    })
+                });
             match loaded {
                 Ok(d) => {
                     let d = global
@@ -271,7 +278,8 @@ impl Service {
                 },
             );
             self.execute(&mut g, actions, None)?;
-            self.metrics.reject(ruvdllm_proto::RejectKind::Revoked.code());
+            self.metrics
+                .reject(ruvdllm_proto::RejectKind::Revoked.code());
             return Err(Reject::Revoked {
                 node: id.node_id.clone(),
             }
@@ -390,7 +398,9 @@ impl Service {
             return Err(reason.into());
         }
         if !accepted {
-            return Err(ServiceError::Internal("submission neither accepted nor refused".into()));
+            return Err(ServiceError::Internal(
+                "submission neither accepted nor refused".into(),
+            ));
         }
         tracing::info!(node_id = %id.node_id, round, "update accepted");
         Ok(SubmitAck {

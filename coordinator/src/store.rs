@@ -146,7 +146,10 @@ mod tests {
         let st = RoundState::initial(3, "h", 10, 100);
         s.save_state(&st).unwrap();
         assert_eq!(s.load_state().unwrap().unwrap(), st);
-        let g = Delta::new(vec![NamedTensor::new("t", vec![2], vec![1.0, -2.0]).unwrap()]).unwrap();
+        let g = Delta::new(vec![
+            NamedTensor::new("t", vec![2], vec![1.0, -2.0]).unwrap(),
+        ])
+        .unwrap();
         s.save_global(4, &g).unwrap();
         assert_eq!(s.load_global(4).unwrap(), g);
         s.save_update(4, "n1", b"abc").unwrap();

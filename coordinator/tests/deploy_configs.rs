@@ -22,7 +22,11 @@ fn example_coordinator_config_validates() {
     let text = std::fs::read_to_string(&example).unwrap();
     let config = dir.path().join("coordinator.toml");
     std::fs::write(&config, &text).unwrap();
-    certs::init(&Layout::new(dir.path().join("certs")), &["localhost".into()]).unwrap();
+    certs::init(
+        &Layout::new(dir.path().join("certs")),
+        &["localhost".into()],
+    )
+    .unwrap();
     let adapter = Delta::new(vec![
         NamedTensor::new("talora.coarse.q.lora_B.weight", vec![4, 2], vec![0.0; 8]).unwrap(),
     ])
@@ -35,7 +39,11 @@ fn example_coordinator_config_validates() {
     )
     .unwrap();
     let out = validate(&config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     std::fs::write(&config, text.replace("quorum = 3", "quorum = 1")).unwrap();
     let out = validate(&config);

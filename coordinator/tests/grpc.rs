@@ -39,27 +39,59 @@ async fn refusals_have_reasons_and_the_round_still_closes() {
     };
     // Duplicate: n1 again with a different payload.
     let again = Update::new("n1", &layout_delta(1.5));
-    expect(submit(&mut c1, &again, 1).await, Code::AlreadyExists, RejectKind::Duplicate);
+    expect(
+        submit(&mut c1, &again, 1).await,
+        Code::AlreadyExists,
+        RejectKind::Duplicate,
+    );
     // Replayed: n2 sends n1's exact payload.
     let replay = Update::raw("n2", u1.payload.clone());
-    expect(submit(&mut c2, &replay, 1).await, Code::AlreadyExists, RejectKind::Replayed);
+    expect(
+        submit(&mut c2, &replay, 1).await,
+        Code::AlreadyExists,
+        RejectKind::Replayed,
+    );
     // Stale and future rounds.
-    expect(submit(&mut c2, &u2, 0).await, Code::FailedPrecondition, RejectKind::StaleRound);
-    expect(submit(&mut c2, &u2, 2).await, Code::FailedPrecondition, RejectKind::FutureRound);
+    expect(
+        submit(&mut c2, &u2, 0).await,
+        Code::FailedPrecondition,
+        RejectKind::StaleRound,
+    );
+    expect(
+        submit(&mut c2, &u2, 2).await,
+        Code::FailedPrecondition,
+        RejectKind::FutureRound,
+    );
     // Oversized: refused on the header, before any chunk.
     let big = Update::raw("n2", vec![7u8; 5000]);
-    expect(submit(&mut c2, &big, 1).await, Code::ResourceExhausted, RejectKind::Oversized);
+    expect(
+        submit(&mut c2, &big, 1).await,
+        Code::ResourceExhausted,
+        RejectKind::Oversized,
+    );
     // NaN inside an otherwise valid payload.
     let nan = Update::raw("n2", nan_payload(&layout_delta(2.0)));
-    expect(submit(&mut c2, &nan, 1).await, Code::InvalidArgument, RejectKind::NonFinite);
+    expect(
+        submit(&mut c2, &nan, 1).await,
+        Code::InvalidArgument,
+        RejectKind::NonFinite,
+    );
     // Garbage.
     let junk = Update::raw("n2", vec![1u8; 300]);
-    expect(submit(&mut c2, &junk, 1).await, Code::InvalidArgument, RejectKind::Malformed);
+    expect(
+        submit(&mut c2, &junk, 1).await,
+        Code::InvalidArgument,
+        RejectKind::Malformed,
+    );
     // Wrong layout.
     let mut short = layout_delta(2.0);
     short.tensors.pop();
     let short = Update::new("n2", &short);
-    expect(submit(&mut c2, &short, 1).await, Code::InvalidArgument, RejectKind::Malformed);
+    expect(
+        submit(&mut c2, &short, 1).await,
+        Code::InvalidArgument,
+        RejectKind::Malformed,
+    );
     // A header whose declared hash does not match the chunks.
     let mut msgs = u2.messages(1, 100);
     if let Some(pb::submit_message::Kind::Chunk(c)) = &mut msgs[1].kind {
@@ -73,22 +105,44 @@ async fn refusals_have_reasons_and_the_round_still_closes() {
 
     // The round is still open with one update; two valid ones close it at quorum.
     submit(&mut c2, &u2, 1).await.unwrap();
-    assert_eq!(submit(&mut c3, &u3, 1).await.unwrap(), 0, "closed at quorum");
+    assert_eq!(
+        submit(&mut c3, &u3, 1).await.unwrap(),
+        0,
+        "closed at quorum"
+    );
     let ann2 = wait_round(&mut c1, 2).await;
     let g1 = fetch_global(&mut c1, &ann2.global_adapter_hash).await;
     assert_eq!(g1, offline_round(&g0, &[&u1, &u2, &u3]));
     // A late resubmission for round 1 is stale now.
-    expect(submit(&mut c1, &u1, 1).await, Code::FailedPrecondition, RejectKind::StaleRound);
+    expect(
+        submit(&mut c1, &u1, 1).await,
+        Code::FailedPrecondition,
+        RejectKind::StaleRound,
+    );
 
     let text = scrape(running.metrics_addr.unwrap()).await;
-    for reason in ["duplicate", "replayed", "stale-round", "future-round", "oversized", "non-finite", "malformed"] {
+    for reason in [
+        "duplicate",
+        "replayed",
+        "stale-round",
+        "future-round",
+        "oversized",
+        "non-finite",
+        "malformed",
+    ] {
         assert!(
             text.contains(&format!("updates_rejected_total{{reason=\"{reason}\"}}")),
             "{reason} missing from\n{text}"
         );
     }
-    assert!(text.contains("ruvdllm_coordinator_rounds_total 1"), "{text}");
-    assert!(text.contains("ruvdllm_coordinator_updates_accepted_total 3"), "{text}");
+    assert!(
+        text.contains("ruvdllm_coordinator_rounds_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ruvdllm_coordinator_updates_accepted_total 3"),
+        "{text}"
+    );
     let counter = |name: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("ruvdllm_coordinator_{name}_total ")))
@@ -112,7 +166,9 @@ async fn unauthenticated_foreign_revoked_and_wrong_base_are_refused() {
 
     // No client certificate: the TLS handshake is refused.
     let mut anon = connect(addr, fx.tls(None)).await;
-    let s = register(&mut anon, "n1", BASE).await.expect_err("no certificate");
+    let s = register(&mut anon, "n1", BASE)
+        .await
+        .expect_err("no certificate");
     assert_ne!(s.code(), Code::Ok);
 
     // A certificate from another CA with a valid-looking name.
@@ -154,7 +210,9 @@ async fn unauthenticated_foreign_revoked_and_wrong_base_are_refused() {
         .unwrap_err();
     assert_eq!(reject_kind(&s), Some(RejectKind::Revoked));
     // Others are unaffected.
-    c2.heartbeat(pb::HeartbeatRequest { round: 1 }).await.unwrap();
+    c2.heartbeat(pb::HeartbeatRequest { round: 1 })
+        .await
+        .unwrap();
     running.shutdown().await.unwrap();
 }
 
@@ -196,7 +254,10 @@ async fn node_stopping_mid_upload_is_dropped_at_the_deadline() {
     });
     let ann2 = wait_round(&mut clients[0], 2).await;
     let g1 = fetch_global(&mut clients[0], &ann2.global_adapter_hash).await;
-    assert_eq!(g1, offline_round(&g0, &[&updates[0], &updates[1], &updates[2]]));
+    assert_eq!(
+        g1,
+        offline_round(&g0, &[&updates[0], &updates[1], &updates[2]])
+    );
     // The straggler gives up; its upload fails and did not count.
     drop(tx);
     let r = upload.await.unwrap();

@@ -159,11 +159,8 @@ impl File {
             source: Box::new(source),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut paths: Vec<&mut PathBuf> = vec![
-            &mut f.tls.ca_cert,
-            &mut f.tls.cert,
-            &mut f.tls.key,
-        ];
+        let mut paths: Vec<&mut PathBuf> =
+            vec![&mut f.tls.ca_cert, &mut f.tls.cert, &mut f.tls.key];
         if !f.base_model.as_os_str().is_empty() {
             paths.push(&mut f.base_model);
         }
@@ -192,7 +189,10 @@ impl File {
         if self.node_id.is_empty() {
             return Err(invalid("node_id", "must be set"));
         }
-        if !self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        if !self
+            .node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             || self.node_id.len() > 64
         {
             return Err(invalid("node_id", "1-64 characters of A-Z a-z 0-9 . _ -"));
@@ -249,7 +249,10 @@ impl File {
             }
         } else {
             if let Some(p) = self.data.corpus.iter().find(|p| !p.is_file()) {
-                return Err(invalid("data.corpus", format!("{} is not a file", p.display())));
+                return Err(invalid(
+                    "data.corpus",
+                    format!("{} is not a file", p.display()),
+                ));
             }
             DataSource::Corpus(self.data.corpus.clone())
         };

@@ -27,9 +27,17 @@ fn example_node_config_validates() {
     std::fs::copy(pki.node_cert("node-0"), dir.path().join("certs/node.crt")).unwrap();
     std::fs::copy(pki.node_key("node-0"), dir.path().join("certs/node.key")).unwrap();
     let out = validate(&config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    std::fs::write(&config, text.replace("domain = \"arithmetic\"", "domain = \"poetry\"")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("domain = \"arithmetic\"", "domain = \"poetry\""),
+    )
+    .unwrap();
     let out = validate(&config);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -25,7 +25,12 @@ const NODES: [&str; 3] = ["alpha", "beta", "gamma"];
 
 fn layout() -> Delta {
     Delta::new(vec![
-        NamedTensor::new("talora.coarse.l0.q.lora_B.weight", vec![8, 2], vec![0.0; 16]).unwrap(),
+        NamedTensor::new(
+            "talora.coarse.l0.q.lora_B.weight",
+            vec![8, 2],
+            vec![0.0; 16],
+        )
+        .unwrap(),
         NamedTensor::new("talora.domain.l0.q.lora_B.weight", vec![8, 1], vec![0.0; 8]).unwrap(),
         NamedTensor::new("talora.fine.l0.v.lora_B.weight", vec![4, 1], vec![0.0; 4]).unwrap(),
     ])
@@ -79,8 +84,13 @@ async fn three_nodes_two_rounds_match_offline_aggregation() {
         certs::issue(&pki, n).unwrap();
     }
     let initial = dir.path().join("initial.safetensors");
-    ruvdllm::delta_io::save(&layout(), &initial, ruvdllm::delta_io::StoreDtype::F32, &Default::default())
-        .unwrap();
+    ruvdllm::delta_io::save(
+        &layout(),
+        &initial,
+        ruvdllm::delta_io::StoreDtype::F32,
+        &Default::default(),
+    )
+    .unwrap();
     let cfg = File {
         listen: "127.0.0.1:0".into(),
         metrics_listen: String::new(),

@@ -68,7 +68,9 @@ pub enum Event {
     /// Time passed (deadlines are checked on every event too).
     Tick,
     /// The node's certificate was revoked: its pending update is dropped.
-    NodeRevoked { node: String },
+    NodeRevoked {
+        node: String,
+    },
 }
 
 /// What the service must do, in order.
@@ -281,7 +283,9 @@ impl Machine {
                     accepted_at_ms: now_ms,
                     ..meta
                 };
-                self.state.seen.insert(meta.payload_sha256.clone(), self.state.round);
+                self.state
+                    .seen
+                    .insert(meta.payload_sha256.clone(), self.state.round);
                 self.state.accepted.push(meta.clone());
                 out.push(Action::Accepted {
                     node,

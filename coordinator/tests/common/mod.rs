@@ -34,7 +34,12 @@ pub fn layout_delta(v: f32) -> Delta {
             (0..4).map(|i| v * (i as f32 - 1.5)).collect(),
         )
         .unwrap(),
-        NamedTensor::new("talora.fine.l0.q.lora_B.weight", vec![2, 1], vec![-v, v * 0.5]).unwrap(),
+        NamedTensor::new(
+            "talora.fine.l0.q.lora_B.weight",
+            vec![2, 1],
+            vec![-v, v * 0.5],
+        )
+        .unwrap(),
     ])
     .unwrap()
 }
@@ -115,7 +120,10 @@ impl Fixture {
     }
 }
 
-pub async fn connect(addr: std::net::SocketAddr, tls: ClientTlsConfig) -> CoordinatorClient<Channel> {
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    tls: ClientTlsConfig,
+) -> CoordinatorClient<Channel> {
     let ch = Endpoint::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(tls)
@@ -131,7 +139,11 @@ pub fn reject_kind(s: &tonic::Status) -> Option<RejectKind> {
         .and_then(|v| v.parse().ok())
 }
 
-pub async fn register(c: &mut CoordinatorClient<Channel>, node: &str, hash: &str) -> Result<u64, tonic::Status> {
+pub async fn register(
+    c: &mut CoordinatorClient<Channel>,
+    node: &str,
+    hash: &str,
+) -> Result<u64, tonic::Status> {
     c.register(pb::RegisterRequest {
         node_id: node.into(),
         base_model_hash: hash.into(),
@@ -151,7 +163,8 @@ pub struct Update {
 
 impl Update {
     pub fn new(node: &str, delta: &Delta) -> Self {
-        let payload = codec::encode(delta, &EncodeOptions::new(Mode::dense(Values::Int8Block))).unwrap();
+        let payload =
+            codec::encode(delta, &EncodeOptions::new(Mode::dense(Values::Int8Block))).unwrap();
         Self::raw(node, payload)
     }
 
@@ -179,9 +192,13 @@ impl Update {
         let mut v = vec![pb::SubmitMessage {
             kind: Some(pb::submit_message::Kind::Header(self.header(round).into())),
         }];
-        v.extend(ruvdllm_proto::split(&self.payload, chunk).into_iter().map(|c| pb::SubmitMessage {
-            kind: Some(pb::submit_message::Kind::Chunk(c)),
-        }));
+        v.extend(
+            ruvdllm_proto::split(&self.payload, chunk)
+                .into_iter()
+                .map(|c| pb::SubmitMessage {
+                    kind: Some(pb::submit_message::Kind::Chunk(c)),
+                }),
+        );
         v
     }
 
@@ -191,7 +208,11 @@ impl Update {
     }
 }
 
-pub async fn submit(c: &mut CoordinatorClient<Channel>, u: &Update, round: u64) -> Result<u32, tonic::Status> {
+pub async fn submit(
+    c: &mut CoordinatorClient<Channel>,
+    u: &Update,
+    round: u64,
+) -> Result<u32, tonic::Status> {
     c.submit_update(tokio_stream::iter(u.messages(round, 100)))
         .await
         .map(|r| r.into_inner().accepted)
@@ -200,7 +221,11 @@ pub async fn submit(c: &mut CoordinatorClient<Channel>, u: &Update, round: u64) 
 /// Waits (bounded) for an announcement of round `round` or later.
 pub async fn wait_round(c: &mut CoordinatorClient<Channel>, round: u64) -> pb::RoundAnnouncement {
     let fut = async {
-        let mut s = c.watch_rounds(pb::WatchRoundsRequest {}).await.unwrap().into_inner();
+        let mut s = c
+            .watch_rounds(pb::WatchRoundsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         while let Some(a) = s.next().await {
             let a = a.unwrap();
             if a.round >= round {
@@ -209,7 +234,9 @@ pub async fn wait_round(c: &mut CoordinatorClient<Channel>, round: u64) -> pb::R
         }
         panic!("round stream ended before round {round}");
     };
-    tokio::time::timeout(Duration::from_secs(60), fut).await.expect("round announced in time")
+    tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .expect("round announced in time")
 }
 
 /// The global adapter with this hash, fetched and decoded.
@@ -240,7 +267,10 @@ pub fn offline_round(global: &Delta, updates: &[&Update]) -> Delta {
             accepted_at_ms: 0,
         })
         .collect();
-    let deltas: Vec<Delta> = updates.iter().map(|u| global.aligned(&u.decoded()).unwrap()).collect();
+    let deltas: Vec<Delta> = updates
+        .iter()
+        .map(|u| global.aligned(&u.decoded()).unwrap())
+        .collect();
     let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
     let out = aggregate_bands(&daf_inputs(&pairs), None, &DafConfig::new(0)).unwrap();
     apply(global, &out.delta).unwrap()

@@ -65,7 +65,10 @@ pub trait CoordinatorClient: Send + Sync + 'static {
 
     /// The encoded global adapter with this hash, reassembled and checked against the sha256 its
     /// chunks declare.
-    fn fetch_adapter(&self, hash: &str) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send;
+    fn fetch_adapter(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<Vec<u8>, ClientError>> + Send;
 
     fn submit_update(
         &self,

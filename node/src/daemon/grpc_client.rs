@@ -68,7 +68,9 @@ pub fn from_status(s: tonic::Status) -> ClientError {
         | tonic::Code::DeadlineExceeded
         | tonic::Code::Cancelled
         | tonic::Code::Aborted
-        | tonic::Code::Internal => ClientError::Unavailable(format!("{}: {}", s.code(), s.message())),
+        | tonic::Code::Internal => {
+            ClientError::Unavailable(format!("{}: {}", s.code(), s.message()))
+        }
         code => ClientError::Status {
             code: format!("{code:?}"),
             message: s.message().to_string(),

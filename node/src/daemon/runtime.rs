@@ -130,7 +130,8 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
                 let _e = span.enter();
                 tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "session ended; retrying");
             }
-            self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+            self.status
+                .send_modify(|s| s.last_error = Some(e.to_string()));
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = tokio::time::sleep(delay) => {}
@@ -243,7 +244,11 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             payload_size: payload.len() as u64,
             payload_sha256: sha256_hex(&payload),
         };
-        tracing::info!(bytes = payload.len(), samples = header.samples, "submitting");
+        tracing::info!(
+            bytes = payload.len(),
+            samples = header.samples,
+            "submitting"
+        );
         loop {
             match self
                 .client
@@ -265,7 +270,8 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
                 }
                 Err(e @ ClientError::Rejected { .. }) => {
                     tracing::warn!(error = %e, "update refused; skipping this round");
-                    self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                    self.status
+                        .send_modify(|s| s.last_error = Some(e.to_string()));
                     self.finish(ann.round, false);
                     return Ok(());
                 }
