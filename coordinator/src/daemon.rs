@@ -62,10 +62,8 @@ impl Running {
     }
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Binds and starts everything.
@@ -97,7 +95,7 @@ pub async fn start_with_clock(
     let tls = settings.tls.clone();
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
-        crate::grpc::serve(listener, svc, &tls, stopped(rx)).await?;
+        crate::grpc::serve(listener, svc, &tls, rx).await?;
         Ok(())
     }));
 

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use ruvdllm_proto::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use ruvdllm_proto::{Assembler, CHUNK_SIZE, REJECT_METADATA_KEY, RejectKind, UpdateHeader, pb};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::auth::{Identity, node_id_from_der};
 use crate::config::Tls;
@@ -90,92 +91,21 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// The tonic service.
 pub struct Grpc {
     svc: Arc<Service>,
+    /// Becomes true on shutdown: long-lived round streams end so graceful shutdown can finish.
+    stop: watch::Receiver<bool>,
 }
 
 impl Grpc {
-    pub fn new(svc: Arc<Service>) -> Self {
-        Self { svc }
-    }
-}
-
-#[tonic::async_trait]
-impl Coordinator for Grpc {
-    async fn register(
-        &self,
-        req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let id = identity(&req)?;
-        let m = req.into_inner();
-        let round = self
-            .svc
-            .register(&id, &m.node_id, &m.base_model_hash)
-            .map_err(status)?;
-        Ok(Response::new(pb::RegisterResponse {
-            current_round: round,
-        }))
+    pub fn new(svc: Arc<Service>, stop: watch::Receiver<bool>) -> Self {
+        Self { svc, stop }
     }
 
-    type WatchRoundsStream = BoxStream<pb::RoundAnnouncement>;
-
-    async fn watch_rounds(
+    /// The body of `SubmitUpdate`: header, admission, chunks, submission.
+    async fn receive(
         &self,
-        req: Request<pb::WatchRoundsRequest>,
-    ) -> Result<Response<Self::WatchRoundsStream>, Status> {
-        let id = identity(&req)?;
-        self.svc.authorize(&id).map_err(status)?;
-        let mut rx = self.svc.subscribe();
-        let (tx, out) = mpsc::channel(4);
-        let svc = self.svc.clone();
-        tokio::spawn(async move {
-            loop {
-                let ann = rx.borrow_and_update().clone();
-                if let Err(e) = svc.authorize(&id) {
-                    let _ = tx.send(Err(status(e))).await;
-                    return;
-                }
-                if tx.send(Ok(ann.into())).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    changed = rx.changed() => if changed.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
-    }
-
-    type FetchAdapterStream = BoxStream<pb::Chunk>;
-
-    async fn fetch_adapter(
-        &self,
-        req: Request<pb::FetchAdapterRequest>,
-    ) -> Result<Response<Self::FetchAdapterStream>, Status> {
-        let id = identity(&req)?;
-        let blob = self
-            .svc
-            .fetch(&id, &req.into_inner().hash)
-            .map_err(status)?;
-        let (tx, out) = mpsc::channel(2);
-        let metrics = self.svc.metrics().clone();
-        tokio::spawn(async move {
-            for c in ruvdllm_proto::split(&blob.bytes, CHUNK_SIZE) {
-                let n = c.data.len() as u64;
-                if tx.send(Ok(c)).await.is_err() {
-                    return;
-                }
-                metrics.bytes_out.inc_by(n);
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
-    }
-
-    async fn submit_update(
-        &self,
-        req: Request<Streaming<pb::SubmitMessage>>,
+        id: Identity,
+        mut stream: Streaming<pb::SubmitMessage>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let id = identity(&req)?;
-        let mut stream = req.into_inner();
         let header = match next_message(&mut stream).await?.and_then(|m| m.kind) {
             Some(pb::submit_message::Kind::Header(h)) => h,
             _ => {
@@ -189,6 +119,7 @@ impl Coordinator for Grpc {
             self.svc.count_malformed();
             status(e.into())
         })?;
+        tracing::Span::current().record("round", header.round);
         self.svc.admit(&id, &header).map_err(status)?;
         let mut asm = Assembler::new(header.payload_size, &header.payload_sha256, u64::MAX)
             .map_err(|e| status(e.into()))?;
@@ -229,6 +160,97 @@ impl Coordinator for Grpc {
             accepted: ack.accepted,
         }))
     }
+}
+
+#[tonic::async_trait]
+impl Coordinator for Grpc {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let id = identity(&req)?;
+        let m = req.into_inner();
+        let round = self
+            .svc
+            .register(&id, &m.node_id, &m.base_model_hash)
+            .map_err(status)?;
+        Ok(Response::new(pb::RegisterResponse {
+            current_round: round,
+        }))
+    }
+
+    type WatchRoundsStream = BoxStream<pb::RoundAnnouncement>;
+
+    async fn watch_rounds(
+        &self,
+        req: Request<pb::WatchRoundsRequest>,
+    ) -> Result<Response<Self::WatchRoundsStream>, Status> {
+        let id = identity(&req)?;
+        self.svc.authorize(&id).map_err(status)?;
+        let mut rx = self.svc.subscribe();
+        let (tx, out) = mpsc::channel(4);
+        let svc = self.svc.clone();
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let ann = rx.borrow_and_update().clone();
+                if let Err(e) = svc.authorize(&id) {
+                    let _ = tx.send(Err(status(e))).await;
+                    return;
+                }
+                if tx.send(Ok(ann.into())).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                        let _ = tx.send(Err(Status::unavailable("coordinator shutting down"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    type FetchAdapterStream = BoxStream<pb::Chunk>;
+
+    async fn fetch_adapter(
+        &self,
+        req: Request<pb::FetchAdapterRequest>,
+    ) -> Result<Response<Self::FetchAdapterStream>, Status> {
+        let id = identity(&req)?;
+        let blob = self
+            .svc
+            .fetch(&id, &req.into_inner().hash)
+            .map_err(status)?;
+        let (tx, out) = mpsc::channel(2);
+        let metrics = self.svc.metrics().clone();
+        tokio::spawn(async move {
+            for c in ruvdllm_proto::split(&blob.bytes, CHUNK_SIZE) {
+                let n = c.data.len() as u64;
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+                metrics.bytes_out.inc_by(n);
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn submit_update(
+        &self,
+        req: Request<Streaming<pb::SubmitMessage>>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let id = identity(&req)?;
+        let span = tracing::info_span!(
+            "submit_update",
+            node_id = %id.node_id,
+            round = tracing::field::Empty
+        );
+        self.receive(id, req.into_inner()).instrument(span).await
+    }
 
     async fn heartbeat(
         &self,
@@ -262,13 +284,17 @@ fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
     })
 }
 
-/// Serves the coordinator over mutual TLS on `listener` until `shutdown` resolves.
+/// Serves the coordinator over mutual TLS on `listener` until `stop` becomes true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: Arc<Service>,
     tls: &Tls,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
+    let mut on_stop = stop.clone();
+    let shutdown = async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    };
     let config = ServerTlsConfig::new()
         .identity(TlsIdentity::from_pem(read(&tls.cert)?, read(&tls.key)?))
         .client_ca_root(Certificate::from_pem(read(&tls.ca_cert)?))
@@ -285,7 +311,7 @@ pub async fn serve(
     });
     Server::builder()
         .tls_config(config)?
-        .add_service(CoordinatorServer::new(Grpc::new(svc)))
+        .add_service(CoordinatorServer::new(Grpc::new(svc, stop)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -238,8 +238,8 @@ async fn node_stopping_mid_upload_is_dropped_at_the_deadline() {
         .enumerate()
         .map(|(i, n)| Update::new(n, &layout_delta(i as f32 + 1.0)))
         .collect();
-    for i in 0..3 {
-        submit(&mut clients[i], &updates[i], 1).await.unwrap();
+    for (c, u) in clients.iter_mut().zip(&updates).take(3) {
+        submit(c, u, 1).await.unwrap();
     }
     // n4 sends its header and first chunk, then stalls.
     let (tx, rx) = tokio::sync::mpsc::channel(4);

@@ -1,7 +1,7 @@
 //! Durability at the process level: the built `coordinator` binary is SIGKILLed after accepting
 //! two of three updates, restarted on the same state folder, and the round completes with those
 //! updates counted exactly once (a resubmission is refused as a duplicate, and the new global
-//! equals the offline aggregation of the three updates).
+//! equals the offline aggregation of the three updates). SIGTERM then stops it cleanly.
 
 mod common;
 
@@ -75,7 +75,7 @@ async fn sigkill_after_accepting_then_restart_counts_updates_once() {
     proc1.0.wait().unwrap();
     drop(proc1);
 
-    let _proc2 = spawn(&config, &listen);
+    let mut proc2 = spawn(&config, &listen);
     let mut c1 = ready(addr, &fx, "n1").await;
     let mut c3 = ready(addr, &fx, "n3").await;
     let s = submit(&mut c1, &u1, 1).await.unwrap_err();
@@ -87,4 +87,29 @@ async fn sigkill_after_accepting_then_restart_counts_updates_once() {
     let ann2 = wait_round(&mut c1, 2).await;
     let g1 = fetch_global(&mut c1, &ann2.global_adapter_hash).await;
     assert_eq!(g1, offline_round(&g0, &[&u1, &u2, &u3]));
+
+    // SIGTERM: a graceful exit with status 0 while clients are still connected.
+    let mut watch = c1
+        .watch_rounds(ruvdllm_proto::pb::WatchRoundsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    let pid = proc2.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = None;
+    for _ in 0..600 {
+        if let Some(s) = proc2.0.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status.expect("exited after SIGTERM").success());
 }

@@ -1,12 +1,14 @@
 //! Three node daemons complete two rounds against an in-process coordinator over gRPC + mutual
 //! TLS on 127.0.0.1, and the global adapter after round 2 equals the offline aggregation of the
-//! deltas they submitted.
+//! deltas they submitted; and the nodes ride out a coordinator restart between rounds.
 //!
 //! **Stand-in trainer (test only):** `StandIn` below is a deterministic function of (node, round,
 //! global adapter), not training; it exists so the test can recompute every submitted delta —
 //! including the int8 codec and each node's error-feedback residual — offline.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ruvdllm::aggregate::daf::{DafConfig, aggregate_bands};
@@ -41,6 +43,8 @@ fn layout() -> Delta {
 #[derive(Clone)]
 struct StandIn {
     index: usize,
+    /// When set, round 2 waits until the flag turns true (to restart the coordinator meanwhile).
+    hold: Option<Arc<AtomicBool>>,
 }
 
 impl StandIn {
@@ -66,6 +70,13 @@ impl StandIn {
 
 impl LocalTrainer for StandIn {
     fn train_round(&mut self, ctx: &RoundInfo, global: &Delta) -> Result<LocalUpdate, TrainError> {
+        if let Some(flag) = &self.hold
+            && ctx.round == 2
+        {
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         Ok(self.update(ctx.round, global))
     }
 }
@@ -74,8 +85,13 @@ fn mode() -> EncodeOptions {
     EncodeOptions::new(Mode::dense(Values::Int8Block))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_two_rounds_match_offline_aggregation() {
+struct Cluster {
+    dir: tempfile::TempDir,
+    pki: Layout,
+    cfg: File,
+}
+
+fn cluster() -> Cluster {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let pki = Layout::new(dir.path().join("certs"));
@@ -113,14 +129,22 @@ async fn three_nodes_two_rounds_match_offline_aggregation() {
         },
         aggregation: Default::default(),
     };
-    let running = daemon::start(cfg.validate().unwrap()).await.unwrap();
-    let mut rounds = running.service.subscribe();
+    Cluster { dir, pki, cfg }
+}
 
+type Nodes = (
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<Result<(), ruvdllm_node::daemon::NodeError>>>,
+    Vec<tokio::sync::watch::Receiver<ruvdllm_node::daemon::Status>>,
+);
+
+fn spawn_nodes(addr: std::net::SocketAddr, pki: &Layout, hold: Option<Arc<AtomicBool>>) -> Nodes {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut nodes = Vec::new();
+    let mut tasks = Vec::new();
+    let mut status = Vec::new();
     for (index, n) in NODES.iter().enumerate() {
         let target = Target {
-            addr: running.addr.to_string(),
+            addr: addr.to_string(),
             server_name: "localhost".into(),
             ca_cert: pki.ca_cert(),
             cert: pki.node_cert(n),
@@ -135,32 +159,30 @@ async fn three_nodes_two_rounds_match_offline_aggregation() {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
         };
-        let rt = Runtime::new(client, StandIn { index }, settings);
+        let trainer = StandIn {
+            index,
+            hold: hold.clone(),
+        };
+        let rt = Runtime::new(client, trainer, settings);
+        status.push(rt.status());
         let mut stop = stop_rx.clone();
-        nodes.push(tokio::spawn(rt.run(async move {
+        tasks.push(tokio::spawn(rt.run(async move {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }
+    (stop_tx, tasks, status)
+}
 
-    tokio::time::timeout(Duration::from_secs(120), rounds.wait_for(|a| a.round >= 3))
-        .await
-        .expect("two rounds in time")
-        .unwrap();
-    let hash = running.service.announcement().global_hash;
-    let id = ruvdllm_coordinator::auth::Identity {
-        node_id: "alpha".into(),
-    };
-    let blob = running.service.fetch(&id, &hash).unwrap();
-    let served = codec::decode(&blob.bytes, &codec::Limits::default()).unwrap();
-
-    // Offline: the same trainers, codec and error feedback, aggregated round by round.
+/// The global after `rounds` rounds, recomputed offline: the same trainers, codec and error
+/// feedback, aggregated round by round.
+fn offline(rounds: u64) -> Delta {
     let mut global = layout();
     let mut feedback: Vec<ErrorFeedback> = NODES.iter().map(|_| ErrorFeedback::new()).collect();
-    for round in 1..=2u64 {
+    for round in 1..=rounds {
         let mut metas = Vec::new();
         let mut deltas = Vec::new();
         for (index, n) in NODES.iter().enumerate() {
-            let upd = StandIn { index }.update(round, &global);
+            let upd = StandIn { index, hold: None }.update(round, &global);
             let payload = feedback[index].encode(&upd.delta, &mode()).unwrap();
             deltas.push(codec::decode(&payload, &codec::Limits::default()).unwrap());
             metas.push(AcceptedMeta {
@@ -176,12 +198,73 @@ async fn three_nodes_two_rounds_match_offline_aggregation() {
         let agg = aggregate_bands(&daf_inputs(&pairs), None, &DafConfig::new(0)).unwrap();
         global = apply(&global, &agg.delta).unwrap();
     }
-    assert_eq!(served, global);
-    assert!(global.flatten().iter().any(|v| *v != 0.0));
+    global
+}
 
-    stop_tx.send(true).unwrap();
-    for n in nodes {
+async fn served_global(svc: &ruvdllm_coordinator::service::Service) -> Delta {
+    let hash = svc.announcement().global_hash;
+    let id = ruvdllm_coordinator::auth::Identity {
+        node_id: "alpha".into(),
+    };
+    let blob = svc.fetch(&id, &hash).unwrap();
+    codec::decode(&blob.bytes, &codec::Limits::default()).unwrap()
+}
+
+async fn wait_round(svc: &ruvdllm_coordinator::service::Service, round: u64) {
+    let mut rounds = svc.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        rounds.wait_for(|a| a.round >= round),
+    )
+    .await
+    .expect("round reached in time")
+    .unwrap();
+}
+
+async fn stop(nodes: Nodes) {
+    nodes.0.send(true).unwrap();
+    for n in nodes.1 {
         n.await.unwrap().unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_two_rounds_match_offline_aggregation() {
+    let c = cluster();
+    let running = daemon::start(c.cfg.validate().unwrap()).await.unwrap();
+    let nodes = spawn_nodes(running.addr, &c.pki, None);
+    wait_round(&running.service, 3).await;
+    let served = served_global(&running.service).await;
+    let expected = offline(2);
+    assert_eq!(served, expected);
+    assert!(expected.flatten().iter().any(|v| *v != 0.0));
+    stop(nodes).await;
     running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_coordinator_restart() {
+    let c = cluster();
+    let running = daemon::start(c.cfg.validate().unwrap()).await.unwrap();
+    let addr = running.addr;
+    let hold = Arc::new(AtomicBool::new(false));
+    let nodes = spawn_nodes(addr, &c.pki, Some(hold.clone()));
+    wait_round(&running.service, 2).await;
+    // Graceful shutdown while every node holds an open round stream and is training round 2.
+    running.shutdown().await.unwrap();
+    let mut cfg = c.cfg.clone();
+    cfg.listen = addr.to_string();
+    let running = daemon::start(cfg.validate().unwrap()).await.unwrap();
+    assert_eq!(running.service.announcement().round, 2, "resumed");
+    hold.store(true, Ordering::SeqCst);
+    wait_round(&running.service, 3).await;
+    assert_eq!(served_global(&running.service).await, offline(2));
+    for s in &nodes.2 {
+        let mut s = s.clone();
+        let done = tokio::time::timeout(Duration::from_secs(60), s.wait_for(|s| s.submitted >= 2));
+        assert_eq!(done.await.unwrap().unwrap().submitted, 2);
+    }
+    stop(nodes).await;
+    running.shutdown().await.unwrap();
+    drop(c.dir);
 }
