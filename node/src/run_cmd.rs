@@ -1,6 +1,6 @@
 //! `node run` and `node validate-config`.
 //!
-//! `run` needs a [`LocalTrainer`](crate::daemon::LocalTrainer) for the configured `[data]`. The
+//! `run` needs a [`LocalTrainer`] for the configured `[data]`. The
 //! TALoRA trainer lives on the adapter branch and is wired in [`trainer_for`] when it lands; until
 //! then `node run` validates everything, then refuses with a clear error instead of training with
 //! something that is not the real objective.

@@ -1,4 +1,4 @@
-//! Domain types of the protocol and their conversions from and to [`pb`](crate::pb).
+//! Domain types of the protocol and their conversions from and to [`pb`].
 //!
 //! Generated structs accept anything the wire carries; these types hold only what the daemons can
 //! act on (a hash is 64 lowercase hex digits, a band metric is finite), so a malformed message is
