@@ -1,7 +1,20 @@
-//! Coordinator library.
+//! Coordinator library: the round state machine ([`round`]), its durable store ([`store`]), the
+//! transport-independent [`service`], the gRPC/mTLS adapter ([`grpc`]), certificates ([`certs`],
+//! [`auth`]), metrics, config and the daemon, plus the offline tools (aggregate, codec).
 
 pub mod aggregate_cmd;
+pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod codec_cmd;
+pub mod config;
+pub mod daemon;
+pub mod grpc;
+pub mod metrics;
+pub mod round;
+pub mod run_cmd;
+pub mod service;
+pub mod socket;
+pub mod store;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -32,6 +32,10 @@ pub enum Command {
     FrozenADigest(crate::frozen_a_cmd::FrozenAArgs),
     /// Create the node's libp2p key pair and print the peer id for the coordinator's allowlist.
     Keygen(crate::keygen_cmd::KeygenArgs),
+    /// Run the node daemon: join the coordinator's rounds until SIGTERM.
+    Run(crate::run_cmd::ConfigArgs),
+    /// Check a node.toml (and the files it names) without connecting.
+    ValidateConfig(crate::run_cmd::ConfigArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -44,5 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(args) => crate::finetune_cmd::run(args),
         Command::FrozenADigest(args) => crate::frozen_a_cmd::run(args),
         Command::Keygen(args) => crate::keygen_cmd::run(args),
+        Command::Run(args) => crate::run_cmd::run(args),
+        Command::ValidateConfig(args) => crate::run_cmd::validate(args),
     }
 }

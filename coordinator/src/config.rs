@@ -1,0 +1,399 @@
+//! `coordinator.toml`: the file, its defaults, and the validated [`Settings`] the daemon runs on.
+//!
+//! Three layers (psyche / STYLE.md): the TOML file ([`File`], every field defaulted once in
+//! `impl Default`) → CLI/env overrides ([`Overrides`]) → [`File::validate`], which resolves every
+//! choice into [`Settings`] with nothing optional left and refuses inconsistent values with a
+//! [`ConfigError`] naming the field. `coordinator validate-config` runs exactly this.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ruvdllm::aggregate::daf::{DafConfig, GroupConfig, WeightSource};
+use ruvdllm::aggregate::{NormBound, Rule};
+use ruvdllm::delta::Delta;
+use serde::{Deserialize, Serialize};
+
+use crate::round;
+
+/// Config problems, each naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("`{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("initial_adapter: {0}")]
+    Adapter(#[from] ruvdllm::delta_io::IoError),
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `[tls]`: the coordinator's certificate, the CA that signs node certificates, the revocation
+/// list (one node id per line, re-read when it changes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub revocation_list: PathBuf,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            ca_cert: "certs/ca.crt".into(),
+            cert: "certs/server.crt".into(),
+            key: "certs/server.key".into(),
+            revocation_list: "certs/revoked.txt".into(),
+        }
+    }
+}
+
+/// `[round]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoundSection {
+    pub min_nodes: usize,
+    pub quorum: usize,
+    pub duration_ms: u64,
+    pub max_payload_bytes: u64,
+}
+
+impl Default for RoundSection {
+    fn default() -> Self {
+        Self {
+            min_nodes: 3,
+            quorum: 3,
+            duration_ms: 600_000,
+            max_payload_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One band's aggregation (`[aggregation.coarse]` …); unset fields keep the DAF default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BandSection {
+    pub rule: Option<String>,
+    pub fallback: Option<String>,
+    /// `samples` or `improvement`.
+    pub weights: Option<String>,
+    pub trim: Option<usize>,
+    pub m: Option<usize>,
+    /// Reject updates with a norm above this multiple of the median norm.
+    pub norm_bound_median_multiple: Option<f64>,
+    /// Reject updates with a cosine to the previous global below this.
+    pub cosine_threshold: Option<f64>,
+}
+
+/// `[aggregation]`: DAF per band.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Aggregation {
+    /// Assumed Byzantine nodes per round.
+    pub f: usize,
+    pub coarse: BandSection,
+    pub domain: BandSection,
+    pub fine: BandSection,
+    pub other: BandSection,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct File {
+    pub listen: String,
+    /// Prometheus `/metrics` address; empty disables it.
+    pub metrics_listen: String,
+    pub state_dir: PathBuf,
+    /// A safetensors delta giving the global adapter's layout (tensor names and shapes).
+    pub initial_adapter: PathBuf,
+    /// Start from all-zero B matrices (true) or from the file's values.
+    pub zero_initial_adapter: bool,
+    /// SHA-256 (hex) of the base model every node must run.
+    pub base_model_hash: String,
+    pub run_seed: u64,
+    pub tls: Tls,
+    pub round: RoundSection,
+    pub aggregation: Aggregation,
+}
+
+impl Default for File {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:7443".into(),
+            metrics_listen: "0.0.0.0:9464".into(),
+            state_dir: "state".into(),
+            initial_adapter: "initial_adapter.safetensors".into(),
+            zero_initial_adapter: true,
+            base_model_hash: String::new(),
+            run_seed: 0,
+            tls: Tls::default(),
+            round: RoundSection::default(),
+            aggregation: Aggregation::default(),
+        }
+    }
+}
+
+/// CLI/env overrides of `coordinator run` (flattened into the subcommand).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Overrides {
+    /// gRPC listen address.
+    #[arg(long, env = "RUVDLLM_LISTEN")]
+    pub listen: Option<String>,
+    /// Prometheus listen address ("" disables).
+    #[arg(long, env = "RUVDLLM_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// State folder.
+    #[arg(long, env = "RUVDLLM_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Everything the daemon runs on, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub initial_adapter: Delta,
+    pub tls: Tls,
+    pub round: round::Config,
+}
+
+impl File {
+    /// Reads a TOML file; relative paths inside it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut f: File = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut f.state_dir,
+            &mut f.initial_adapter,
+            &mut f.tls.ca_cert,
+            &mut f.tls.cert,
+            &mut f.tls.key,
+            &mut f.tls.revocation_list,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(f)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.listen {
+            self.listen = v.clone();
+        }
+        if let Some(v) = &o.metrics_listen {
+            self.metrics_listen = v.clone();
+        }
+        if let Some(v) = &o.state_dir {
+            self.state_dir = v.clone();
+        }
+    }
+
+    /// Resolves and checks everything (reads the initial adapter and the TLS files' presence).
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
+        let metrics_listen = if self.metrics_listen.is_empty() {
+            None
+        } else {
+            Some(self.metrics_listen.parse().map_err(|e| {
+                invalid("metrics_listen", format!("{:?}: {e}", self.metrics_listen))
+            })?)
+        };
+        if self.base_model_hash.is_empty() {
+            return Err(invalid("base_model_hash", "must be set"));
+        }
+        let r = &self.round;
+        if r.min_nodes == 0 {
+            return Err(invalid("round.min_nodes", "must be at least 1"));
+        }
+        if r.quorum < r.min_nodes {
+            return Err(invalid(
+                "round.quorum",
+                format!("{} is below min_nodes {}", r.quorum, r.min_nodes),
+            ));
+        }
+        if r.duration_ms == 0 {
+            return Err(invalid("round.duration_ms", "must be positive"));
+        }
+        if r.max_payload_bytes == 0 {
+            return Err(invalid("round.max_payload_bytes", "must be positive"));
+        }
+        for (field, p) in [
+            ("tls.ca_cert", &self.tls.ca_cert),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !p.is_file() {
+                return Err(invalid(field, format!("{} is not a file", p.display())));
+            }
+        }
+        let daf = daf_config(&self.aggregation)?;
+        let (mut initial, _) = ruvdllm::delta_io::load(&self.initial_adapter)?;
+        if initial.tensors.is_empty() {
+            return Err(invalid("initial_adapter", "holds no tensors"));
+        }
+        if self.zero_initial_adapter {
+            for t in &mut initial.tensors {
+                t.data.iter_mut().for_each(|v| *v = 0.0);
+            }
+        } else if !initial.all_finite() {
+            return Err(invalid("initial_adapter", "holds non-finite values"));
+        }
+        Ok(Settings {
+            listen,
+            metrics_listen,
+            state_dir: self.state_dir.clone(),
+            initial_adapter: initial,
+            tls: self.tls.clone(),
+            round: round::Config {
+                min_nodes: r.min_nodes,
+                quorum: r.quorum,
+                round_ms: r.duration_ms,
+                base_model_hash: self.base_model_hash.clone(),
+                run_seed: self.run_seed,
+                max_payload_bytes: r.max_payload_bytes,
+                daf,
+            },
+        })
+    }
+}
+
+fn rule(field: &str, name: &str) -> Result<Rule, ConfigError> {
+    name.parse().map_err(|e| invalid(field, format!("{e}")))
+}
+
+fn band(
+    name: &str,
+    s: &BandSection,
+    mut g: GroupConfig,
+    f: usize,
+) -> Result<GroupConfig, ConfigError> {
+    let field = |k: &str| format!("aggregation.{name}.{k}");
+    if let Some(r) = &s.rule {
+        g.rule.rule = rule(&field("rule"), r)?;
+    }
+    g.rule.params.f = f;
+    if let Some(r) = &s.fallback {
+        g.rule.fallback = Some(rule(&field("fallback"), r)?);
+    }
+    if let Some(w) = &s.weights {
+        g.weights = match w.as_str() {
+            "samples" => WeightSource::Samples,
+            "improvement" => WeightSource::Improvement { floor: 0.0 },
+            other => {
+                return Err(invalid(
+                    &field("weights"),
+                    format!("`{other}` (expected samples or improvement)"),
+                ));
+            }
+        };
+    }
+    if s.trim.is_some() {
+        g.rule.params.trim = s.trim;
+    }
+    if s.m.is_some() {
+        g.rule.params.m = s.m;
+    }
+    if let Some(k) = s.norm_bound_median_multiple {
+        if !(k.is_finite() && k > 0.0) {
+            return Err(invalid(&field("norm_bound_median_multiple"), "must be > 0"));
+        }
+        g.prefilter.norm_bound = Some(NormBound::MedianMultiple(k));
+    }
+    if let Some(c) = s.cosine_threshold {
+        if !(-1.0..=1.0).contains(&c) {
+            return Err(invalid(&field("cosine_threshold"), "must be in [-1, 1]"));
+        }
+        g.prefilter.cosine_threshold = Some(c);
+    }
+    Ok(g)
+}
+
+/// The DAF config: DESIGN §6 defaults for `f`, overridden per band.
+pub fn daf_config(a: &Aggregation) -> Result<DafConfig, ConfigError> {
+    let d = DafConfig::new(a.f);
+    Ok(DafConfig {
+        coarse: band("coarse", &a.coarse, d.coarse, a.f)?,
+        domain: band("domain", &a.domain, d.domain, a.f)?,
+        fine: band("fine", &a.fine, d.fine, a.f)?,
+        other: band("other", &a.other, d.other, a.f)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_roundtrip_through_toml() {
+        let f = File::default();
+        let text = toml::to_string(&f).unwrap();
+        let back: File = toml::from_str(&text).unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn band_overrides_and_refusals() {
+        let mut a = Aggregation {
+            f: 1,
+            ..Aggregation::default()
+        };
+        a.domain.rule = Some("median".into());
+        a.domain.weights = Some("samples".into());
+        a.fine.fallback = Some("fedavg".into());
+        let d = daf_config(&a).unwrap();
+        assert_eq!(d.domain.rule.rule, Rule::Median);
+        assert_eq!(d.domain.weights, WeightSource::Samples);
+        assert_eq!(d.fine.rule.fallback, Some(Rule::FedAvg));
+        assert_eq!(d.coarse.rule.params.f, 1);
+        a.coarse.rule = Some("krumm".into());
+        let e = daf_config(&a).unwrap_err().to_string();
+        assert!(e.contains("aggregation.coarse.rule"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let f = File {
+            base_model_hash: "h".into(),
+            round: RoundSection {
+                quorum: 2,
+                ..RoundSection::default()
+            },
+            ..File::default()
+        };
+        let e = f.validate().unwrap_err().to_string();
+        assert!(e.contains("round.quorum"), "{e}");
+        let f = File {
+            listen: "nope".into(),
+            ..File::default()
+        };
+        assert!(f.validate().unwrap_err().to_string().contains("listen"));
+    }
+}

@@ -1,0 +1,133 @@
+//! Closing a round: per-band robust aggregation of the accepted updates and the new global.
+//!
+//! Inputs are ordered by node id before aggregating, so the result does not depend on arrival
+//! order (or on whether the coordinator restarted mid-round); an offline
+//! [`aggregate_bands`] over the same deltas in the same order gives the same global bit for bit.
+
+use std::collections::BTreeMap;
+
+use ruvdllm::aggregate::daf::{Band, DafConfig, DafInput, Meta, aggregate_bands};
+use ruvdllm::delta::Delta;
+
+use super::state::AcceptedMeta;
+
+/// What one band group did at close.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSummary {
+    pub group: String,
+    /// The rule that actually ran.
+    pub rule: String,
+    /// Set when the configured rule refused and its fallback ran.
+    pub fallback: Option<String>,
+    pub used: usize,
+    pub rejected: Vec<(String, String)>,
+}
+
+/// The record of one closed round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseReport {
+    pub round: u64,
+    pub nodes: Vec<String>,
+    pub opened_at_ms: u64,
+    pub closed_at_ms: u64,
+    pub groups: Vec<GroupSummary>,
+    /// Set when aggregation refused and the global adapter was left unchanged.
+    pub failed: Option<String>,
+}
+
+/// The DAF inputs of a round in node-id order (what an offline replay must use too).
+pub fn daf_inputs(inputs: &[(&AcceptedMeta, &Delta)]) -> Vec<DafInput> {
+    let mut sorted: Vec<&(&AcceptedMeta, &Delta)> = inputs.iter().collect();
+    sorted.sort_by(|a, b| a.0.node.cmp(&b.0.node));
+    sorted
+        .into_iter()
+        .map(|(m, d)| DafInput {
+            delta: (*d).clone(),
+            meta: Meta {
+                node_id: m.node.clone(),
+                samples: m.samples as f64,
+                improvement: band_improvements(&m.band_metrics),
+            },
+        })
+        .collect()
+}
+
+/// Band metrics by band; names that are not bands are ignored.
+pub fn band_improvements(metrics: &BTreeMap<String, f64>) -> BTreeMap<Band, f64> {
+    metrics
+        .iter()
+        .filter_map(|(k, v)| k.parse::<Band>().ok().map(|b| (b, *v)))
+        .collect()
+}
+
+/// `global + delta` (same layout, any order).
+pub fn apply(global: &Delta, delta: &Delta) -> Result<Delta, ruvdllm::delta::DeltaError> {
+    let aligned = global.aligned(delta)?;
+    let mut out = global.clone();
+    for (t, d) in out.tensors.iter_mut().zip(&aligned.tensors) {
+        for (v, x) in t.data.iter_mut().zip(&d.data) {
+            *v += x;
+        }
+    }
+    Ok(out)
+}
+
+/// Aggregates a round's updates. Returns the new global (None when aggregation refused) and the
+/// report.
+pub fn close_round(
+    round: u64,
+    global: &Delta,
+    inputs: &[(&AcceptedMeta, &Delta)],
+    cfg: &DafConfig,
+    opened_at_ms: u64,
+    now_ms: u64,
+) -> (Option<Delta>, CloseReport) {
+    let daf = daf_inputs(inputs);
+    let nodes: Vec<String> = daf.iter().map(|d| d.meta.node_id.clone()).collect();
+    let mut report = CloseReport {
+        round,
+        nodes,
+        opened_at_ms,
+        closed_at_ms: now_ms,
+        groups: Vec::new(),
+        failed: None,
+    };
+    let result = aggregate_bands(&daf, None, cfg)
+        .map_err(|e| e.to_string())
+        .and_then(|out| {
+            let g = apply(global, &out.delta).map_err(|e| e.to_string())?;
+            Ok((g, out))
+        });
+    match result {
+        Ok((g, out)) => {
+            report.groups = out
+                .groups
+                .iter()
+                .map(|gr| GroupSummary {
+                    group: gr.group.to_string(),
+                    rule: gr.outcome.rule.to_string(),
+                    fallback: gr.outcome.fallback.as_ref().map(|f| f.reason.clone()),
+                    used: gr.outcome.used().len(),
+                    rejected: gr
+                        .outcome
+                        .inputs
+                        .iter()
+                        .filter_map(|r| match &r.status {
+                            ruvdllm::aggregate::Status::Rejected(why) => {
+                                Some((r.node_id.clone(), why.to_string()))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                })
+                .collect();
+            tracing::info!(round, nodes = report.nodes.len(), "round aggregated");
+            (Some(g), report)
+        }
+        Err(e) => {
+            tracing::error!(round, error = %e, "aggregation refused; global adapter unchanged");
+            report.failed = Some(e);
+            (None, report)
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The round state machine: events in, actions out, time passed in.
+//!
+//! Nothing here touches a socket, a file or the system clock, so every rule of a round — who may
+//! submit, when a round closes, what happens when too few nodes show up — is tested with explicit
+//! timestamps (psyche's coordinator is built the same way). The service layer feeds events,
+//! executes the returned [`Action`]s (persist, announce, count) and owns all I/O.
+//!
+//! Lifecycle of round r: open with a deadline → accept updates → close as soon as `quorum` updates
+//! are in, or at the deadline if at least `min_nodes` are → aggregate per band → new global =
+//! old + aggregate → open r + 1. A submission that arrives after its round closed is stale; a node
+//! that never finishes its upload is simply not among the updates when the round closes.
+//!
+//! **Too few nodes at the deadline:** the round is *extended* — same round number, same global
+//! adapter, the updates already accepted kept, a new deadline one round length from now, announced
+//! again. Re-opening from scratch would throw away valid work from nodes that were on time and
+//! make them train again on the same global; extending keeps it and only waits for more nodes.
+//!
+//! **Aggregation refused** (e.g. every domain-band weight is zero and no fallback is configured):
+//! the round is closed without changing the global adapter, recorded as failed, and the next round
+//! opens; a round never stays stuck on inputs that cannot be aggregated.
+
+use std::collections::BTreeMap;
+
+use ruvdllm::aggregate::daf::DafConfig;
+use ruvdllm::codec;
+use ruvdllm::delta::Delta;
+
+use super::close::{CloseReport, close_round};
+use super::reject::Reject;
+use super::state::{AcceptedMeta, REPLAY_WINDOW_ROUNDS, RoundState};
+
+/// The rules of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Updates needed to aggregate at the deadline.
+    pub min_nodes: usize,
+    /// Updates at which the round closes early (≥ `min_nodes`).
+    pub quorum: usize,
+    /// Length of a round (and of an extension), milliseconds.
+    pub round_ms: u64,
+    pub base_model_hash: String,
+    pub run_seed: u64,
+    /// Largest accepted encoded payload.
+    pub max_payload_bytes: u64,
+    pub daf: DafConfig,
+}
+
+/// A node's update as the service hands it over: declared metadata plus the decode result.
+#[derive(Debug)]
+pub struct Submission {
+    pub node: String,
+    pub round: u64,
+    pub samples: u64,
+    pub band_metrics: BTreeMap<String, f64>,
+    pub payload_sha256: String,
+    pub payload_len: u64,
+    pub decoded: Result<Delta, codec::Error>,
+}
+
+/// What happened outside the machine.
+#[derive(Debug)]
+pub enum Event {
+    Register {
+        node: String,
+        base_model_hash: String,
+    },
+    Submit(Submission),
+    /// Time passed (deadlines are checked on every event too).
+    Tick,
+    /// The node's certificate was revoked: its pending update is dropped.
+    NodeRevoked {
+        node: String,
+    },
+}
+
+/// What the service must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Registered {
+        node: String,
+    },
+    /// Store the payload of this accepted update (before [`Action::Persist`]).
+    Accepted {
+        node: String,
+        round: u64,
+        payload_sha256: String,
+    },
+    Rejected {
+        node: String,
+        reason: Reject,
+    },
+    /// A revoked node's accepted update was removed from the open round.
+    Dropped {
+        node: String,
+        round: u64,
+    },
+    /// Store [`Machine::global`] as the adapter round `round` trains from.
+    StoreGlobal {
+        round: u64,
+    },
+    /// Write [`Machine::state`].
+    Persist,
+    /// The stored payloads of round `round` are no longer needed.
+    DiscardUpdates {
+        round: u64,
+    },
+    RoundClosed(CloseReport),
+    /// Announce the open round (new, or extended with a later deadline).
+    Announce {
+        round: u64,
+        deadline_ms: u64,
+        extended: bool,
+    },
+}
+
+struct Pending {
+    meta: AcceptedMeta,
+    delta: Delta,
+}
+
+/// The round machine.
+pub struct Machine {
+    cfg: Config,
+    state: RoundState,
+    global: Delta,
+    pending: Vec<Pending>,
+    revoked: std::collections::BTreeSet<String>,
+}
+
+impl Machine {
+    /// A fresh run: round 1 opens at `now_ms` from `initial` (the layout every update must match).
+    pub fn new(cfg: Config, initial: Delta, now_ms: u64) -> Self {
+        let state = RoundState::initial(cfg.run_seed, &cfg.base_model_hash, now_ms, cfg.round_ms);
+        Self {
+            cfg,
+            state,
+            global: initial,
+            pending: Vec::new(),
+            revoked: Default::default(),
+        }
+    }
+
+    /// Resumes from persisted state, the global adapter of `state.round` and the decoded payloads
+    /// of `state.accepted` (same order; entries without a delta must have been removed).
+    pub fn restore(cfg: Config, state: RoundState, global: Delta, deltas: Vec<Delta>) -> Self {
+        let pending = state
+            .accepted
+            .iter()
+            .cloned()
+            .zip(deltas)
+            .map(|(meta, delta)| Pending { meta, delta })
+            .collect();
+        Self {
+            cfg,
+            state,
+            global,
+            pending,
+            revoked: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn state(&self) -> &RoundState {
+        &self.state
+    }
+
+    pub fn round(&self) -> u64 {
+        self.state.round
+    }
+
+    pub fn deadline_ms(&self) -> u64 {
+        self.state.deadline_ms
+    }
+
+    /// The global adapter the open round trains from.
+    pub fn global(&self) -> &Delta {
+        &self.global
+    }
+
+    pub fn accepted_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Marks nodes as revoked without emitting actions (the revocation list read at start).
+    pub fn set_revoked(&mut self, nodes: impl IntoIterator<Item = String>) {
+        self.revoked = nodes.into_iter().collect();
+    }
+
+    /// The checks that need no payload, in refusal order: identity, round, duplicate, replay,
+    /// size. The service runs them on the header before receiving any chunk.
+    pub fn admit(&self, node: &str, round: u64, sha256: &str, len: u64) -> Result<(), Reject> {
+        if self.revoked.contains(node) {
+            return Err(Reject::Revoked { node: node.into() });
+        }
+        if !self.state.registered.contains(node) {
+            return Err(Reject::UnknownNode { node: node.into() });
+        }
+        let current = self.state.round;
+        if round < current {
+            return Err(Reject::StaleRound {
+                got: round,
+                current,
+            });
+        }
+        if round > current {
+            return Err(Reject::FutureRound {
+                got: round,
+                current,
+            });
+        }
+        if self.pending.iter().any(|p| p.meta.node == node) {
+            return Err(Reject::Duplicate {
+                node: node.into(),
+                round,
+            });
+        }
+        if let Some(&first_round) = self.state.seen.get(sha256) {
+            return Err(Reject::Replayed {
+                sha256: sha256.into(),
+                first_round,
+            });
+        }
+        if len > self.cfg.max_payload_bytes {
+            return Err(Reject::Oversized {
+                len,
+                limit: self.cfg.max_payload_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Feeds one event at time `now_ms`; deadlines up to `now_ms` are handled first.
+    pub fn handle(&mut self, now_ms: u64, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.check_deadline(now_ms, &mut out);
+        match event {
+            Event::Tick => {}
+            Event::Register {
+                node,
+                base_model_hash,
+            } => self.register(node, base_model_hash, &mut out),
+            Event::Submit(s) => self.submit(now_ms, s, &mut out),
+            Event::NodeRevoked { node } => self.revoke(node, &mut out),
+        }
+        out
+    }
+
+    fn register(&mut self, node: String, hash: String, out: &mut Vec<Action>) {
+        if self.revoked.contains(&node) {
+            out.push(Action::Rejected {
+                reason: Reject::Revoked { node: node.clone() },
+                node,
+            });
+        } else if hash != self.cfg.base_model_hash {
+            // A node that changed its base model is no longer a member.
+            if self.state.registered.remove(&node) {
+                out.push(Action::Persist);
+            }
+            out.push(Action::Rejected {
+                reason: Reject::BaseModelMismatch {
+                    expected: self.cfg.base_model_hash.clone(),
+                    got: hash,
+                },
+                node,
+            });
+        } else {
+            if self.state.registered.insert(node.clone()) {
+                out.push(Action::Persist);
+            }
+            out.push(Action::Registered { node });
+        }
+    }
+
+    fn submit(&mut self, now_ms: u64, s: Submission, out: &mut Vec<Action>) {
+        let node = s.node.clone();
+        match self.validate(s) {
+            Err(reason) => out.push(Action::Rejected { node, reason }),
+            Ok((meta, delta)) => {
+                let meta = AcceptedMeta {
+                    accepted_at_ms: now_ms,
+                    ..meta
+                };
+                self.state
+                    .seen
+                    .insert(meta.payload_sha256.clone(), self.state.round);
+                self.state.accepted.push(meta.clone());
+                out.push(Action::Accepted {
+                    node,
+                    round: self.state.round,
+                    payload_sha256: meta.payload_sha256.clone(),
+                });
+                self.pending.push(Pending { meta, delta });
+                out.push(Action::Persist);
+                if self.pending.len() >= self.cfg.quorum {
+                    self.close(now_ms, out);
+                }
+            }
+        }
+    }
+
+    fn validate(&self, s: Submission) -> Result<(AcceptedMeta, Delta), Reject> {
+        self.admit(&s.node, s.round, &s.payload_sha256, s.payload_len)?;
+        let delta = s.decoded.map_err(|e| Reject::from_codec(&e))?;
+        self.global
+            .check_same_layout(&delta)
+            .map_err(|e| Reject::Malformed {
+                reason: format!("layout differs from the global adapter: {e}"),
+            })?;
+        if !delta.all_finite() {
+            return Err(Reject::NonFinite {
+                detail: "decoded delta holds NaN or infinity".into(),
+            });
+        }
+        let delta = self.global.aligned(&delta).map_err(|e| Reject::Malformed {
+            reason: e.to_string(),
+        })?;
+        Ok((
+            AcceptedMeta {
+                node: s.node,
+                samples: s.samples,
+                band_metrics: s.band_metrics,
+                payload_sha256: s.payload_sha256,
+                payload_len: s.payload_len,
+                accepted_at_ms: 0,
+            },
+            delta,
+        ))
+    }
+
+    fn revoke(&mut self, node: String, out: &mut Vec<Action>) {
+        self.revoked.insert(node.clone());
+        let before = self.pending.len();
+        self.pending.retain(|p| p.meta.node != node);
+        self.state.accepted.retain(|m| m.node != node);
+        let registered = self.state.registered.remove(&node);
+        if self.pending.len() != before {
+            out.push(Action::Dropped {
+                node,
+                round: self.state.round,
+            });
+        }
+        if registered || self.pending.len() != before {
+            out.push(Action::Persist);
+        }
+    }
+
+    fn check_deadline(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        if now_ms < self.state.deadline_ms && self.pending.len() < self.cfg.quorum {
+            return;
+        }
+        if self.pending.len() >= self.cfg.min_nodes {
+            self.close(now_ms, out);
+        } else if now_ms >= self.state.deadline_ms {
+            self.state.deadline_ms = now_ms.saturating_add(self.cfg.round_ms);
+            self.state.extensions += 1;
+            tracing::warn!(
+                round = self.state.round,
+                accepted = self.pending.len(),
+                min_nodes = self.cfg.min_nodes,
+                "too few updates at the deadline; round extended"
+            );
+            out.push(Action::Persist);
+            out.push(Action::Announce {
+                round: self.state.round,
+                deadline_ms: self.state.deadline_ms,
+                extended: true,
+            });
+        }
+    }
+
+    fn close(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        let round = self.state.round;
+        let inputs: Vec<(&AcceptedMeta, &Delta)> =
+            self.pending.iter().map(|p| (&p.meta, &p.delta)).collect();
+        let (new_global, report) = close_round(
+            round,
+            &self.global,
+            &inputs,
+            &self.cfg.daf,
+            self.state.opened_at_ms,
+            now_ms,
+        );
+        if let Some(g) = new_global {
+            self.global = g;
+        }
+        self.pending.clear();
+        self.state.accepted.clear();
+        self.state.round = round + 1;
+        self.state.opened_at_ms = now_ms;
+        self.state.deadline_ms = now_ms.saturating_add(self.cfg.round_ms);
+        self.state.extensions = 0;
+        let oldest = self.state.round.saturating_sub(REPLAY_WINDOW_ROUNDS);
+        self.state.seen.retain(|_, r| *r >= oldest);
+        out.push(Action::StoreGlobal {
+            round: self.state.round,
+        });
+        out.push(Action::Persist);
+        out.push(Action::DiscardUpdates { round });
+        out.push(Action::RoundClosed(report));
+        out.push(Action::Announce {
+            round: self.state.round,
+            deadline_ms: self.state.deadline_ms,
+            extended: false,
+        });
+    }
+}

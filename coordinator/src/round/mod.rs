@@ -1,0 +1,18 @@
+//! Rounds: the pure state machine that decides who may submit, when a round closes and what the
+//! next global adapter is.
+//!
+//! [`Machine`] takes [`Event`]s with an explicit `now` and returns [`Action`]s; [`close`] holds the
+//! aggregation step; [`state`] is what is persisted; [`Reject`] is every refusal. No I/O here.
+
+pub mod close;
+mod machine;
+mod reject;
+pub mod state;
+
+pub use close::{CloseReport, GroupSummary};
+pub use machine::{Action, Config, Event, Machine, Submission};
+pub use reject::Reject;
+pub use state::{AcceptedMeta, RoundState};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,319 @@
+//! State-machine tests with explicit time: every refusal, quorum close, deadline close, extension
+//! below `min_nodes`, revocation, and equality with an offline aggregation.
+
+use std::collections::BTreeMap;
+
+use ruvdllm::aggregate::daf::{DafConfig, aggregate_bands};
+use ruvdllm::codec;
+use ruvdllm::delta::{Delta, NamedTensor};
+
+use super::close::{apply, daf_inputs};
+use super::*;
+
+const HASH: &str = "base";
+
+fn layout(v: f32) -> Delta {
+    Delta::new(vec![
+        NamedTensor::new("talora.coarse.q.lora_B.weight", vec![2, 1], vec![v, v]).unwrap(),
+        NamedTensor::new("talora.domain.q.lora_B.weight", vec![2], vec![v, 2.0 * v]).unwrap(),
+        NamedTensor::new("talora.fine.q.lora_B.weight", vec![1], vec![-v]).unwrap(),
+    ])
+    .unwrap()
+}
+
+fn cfg() -> Config {
+    Config {
+        min_nodes: 3,
+        quorum: 4,
+        round_ms: 1000,
+        base_model_hash: HASH.into(),
+        run_seed: 7,
+        max_payload_bytes: 1000,
+        daf: DafConfig::new(0),
+    }
+}
+
+fn machine() -> Machine {
+    let mut m = Machine::new(cfg(), layout(0.0), 0);
+    for n in ["a", "b", "c", "d", "e"] {
+        let acts = m.handle(0, register(n, HASH));
+        assert!(acts.contains(&Action::Registered { node: n.into() }));
+    }
+    m
+}
+
+fn register(node: &str, hash: &str) -> Event {
+    Event::Register {
+        node: node.into(),
+        base_model_hash: hash.into(),
+    }
+}
+
+fn sub(node: &str, round: u64, sha: &str, v: f32) -> Event {
+    Event::Submit(Submission {
+        node: node.into(),
+        round,
+        samples: 10,
+        band_metrics: BTreeMap::from([("domain".to_string(), 1.0)]),
+        payload_sha256: sha.into(),
+        payload_len: 100,
+        decoded: Ok(layout(v)),
+    })
+}
+
+fn rejected(acts: &[Action]) -> Option<&Reject> {
+    acts.iter().find_map(|a| match a {
+        Action::Rejected { reason, .. } => Some(reason),
+        _ => None,
+    })
+}
+
+fn closed(acts: &[Action]) -> Option<&CloseReport> {
+    acts.iter().find_map(|a| match a {
+        Action::RoundClosed(r) => Some(r),
+        _ => None,
+    })
+}
+
+#[test]
+fn every_refusal_reason() {
+    let mut m = machine();
+    assert!(matches!(
+        m.handle(1, register("x", "other")).as_slice(),
+        [Action::Rejected {
+            reason: Reject::BaseModelMismatch { .. },
+            ..
+        }]
+    ));
+    let r = |m: &mut Machine, e| rejected(&m.handle(1, e)).cloned();
+    assert!(matches!(
+        r(&mut m, sub("x", 1, "h0", 1.0)),
+        Some(Reject::UnknownNode { .. })
+    ));
+    assert!(r(&mut m, sub("a", 1, "h1", 1.0)).is_none());
+    assert!(matches!(
+        r(&mut m, sub("a", 1, "h2", 1.0)),
+        Some(Reject::Duplicate { round: 1, .. })
+    ));
+    assert!(matches!(
+        r(&mut m, sub("b", 1, "h1", 1.0)),
+        Some(Reject::Replayed { first_round: 1, .. })
+    ));
+    assert!(matches!(
+        r(&mut m, sub("b", 0, "h3", 1.0)),
+        Some(Reject::StaleRound { got: 0, current: 1 })
+    ));
+    assert!(matches!(
+        r(&mut m, sub("b", 2, "h3", 1.0)),
+        Some(Reject::FutureRound { got: 2, current: 1 })
+    ));
+    let mut big = Submission {
+        node: "b".into(),
+        round: 1,
+        samples: 1,
+        band_metrics: BTreeMap::new(),
+        payload_sha256: "h4".into(),
+        payload_len: 1001,
+        decoded: Ok(layout(1.0)),
+    };
+    assert!(matches!(
+        r(&mut m, Event::Submit(big)),
+        Some(Reject::Oversized {
+            len: 1001,
+            limit: 1000
+        })
+    ));
+    big = Submission {
+        node: "b".into(),
+        round: 1,
+        samples: 1,
+        band_metrics: BTreeMap::new(),
+        payload_sha256: "h5".into(),
+        payload_len: 10,
+        decoded: Err(codec::Error::BadMagic { found: [0; 4] }),
+    };
+    assert!(matches!(
+        r(&mut m, Event::Submit(big)),
+        Some(Reject::Malformed { .. })
+    ));
+    let mut wrong = layout(1.0);
+    wrong.tensors.pop();
+    let e = Event::Submit(Submission {
+        node: "b".into(),
+        round: 1,
+        samples: 1,
+        band_metrics: BTreeMap::new(),
+        payload_sha256: "h6".into(),
+        payload_len: 10,
+        decoded: Ok(wrong),
+    });
+    assert!(matches!(r(&mut m, e), Some(Reject::Malformed { .. })));
+    let mut nan = layout(1.0);
+    nan.tensors[0].data[0] = f32::NAN;
+    let e = Event::Submit(Submission {
+        node: "b".into(),
+        round: 1,
+        samples: 1,
+        band_metrics: BTreeMap::new(),
+        payload_sha256: "h7".into(),
+        payload_len: 10,
+        decoded: Ok(nan),
+    });
+    assert!(matches!(r(&mut m, e), Some(Reject::NonFinite { .. })));
+    let e = Event::Submit(Submission {
+        node: "b".into(),
+        round: 1,
+        samples: 1,
+        band_metrics: BTreeMap::new(),
+        payload_sha256: "h8".into(),
+        payload_len: 10,
+        decoded: Err(codec::Error::NonFinite {
+            tensor: "t".into(),
+            index: 0,
+        }),
+    });
+    assert!(matches!(r(&mut m, e), Some(Reject::NonFinite { .. })));
+    m.handle(1, Event::NodeRevoked { node: "c".into() });
+    assert!(matches!(
+        r(&mut m, sub("c", 1, "h9", 1.0)),
+        Some(Reject::Revoked { .. })
+    ));
+    assert!(matches!(
+        r(&mut m, register("c", HASH)),
+        Some(Reject::Revoked { .. })
+    ));
+    // Only a's update counts so far; every refusal left the round open.
+    assert_eq!(m.round(), 1);
+    assert_eq!(m.accepted_count(), 1);
+}
+
+#[test]
+fn quorum_closes_early_and_matches_offline_aggregation() {
+    let mut m = machine();
+    let values = [("d", 4.0), ("b", 2.0), ("a", 1.0), ("c", 3.0)];
+    let mut last = Vec::new();
+    for (i, (n, v)) in values.iter().enumerate() {
+        last = m.handle(10 + i as u64, sub(n, 1, &format!("s{n}"), *v));
+    }
+    let report = closed(&last).expect("closed at quorum").clone();
+    assert_eq!(report.round, 1);
+    assert_eq!(report.nodes, vec!["a", "b", "c", "d"]);
+    assert_eq!(m.round(), 2);
+    assert_eq!(m.deadline_ms(), 13 + 1000);
+    assert!(last.contains(&Action::StoreGlobal { round: 2 }));
+
+    let metas: Vec<AcceptedMeta> = values
+        .iter()
+        .map(|(n, _)| AcceptedMeta {
+            node: n.to_string(),
+            samples: 10,
+            band_metrics: BTreeMap::from([("domain".to_string(), 1.0)]),
+            payload_sha256: String::new(),
+            payload_len: 0,
+            accepted_at_ms: 0,
+        })
+        .collect();
+    let deltas: Vec<Delta> = values.iter().map(|(_, v)| layout(*v)).collect();
+    let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
+    let offline = aggregate_bands(&daf_inputs(&pairs), None, &DafConfig::new(0)).unwrap();
+    let expected = apply(&layout(0.0), &offline.delta).unwrap();
+    assert_eq!(m.global(), &expected);
+    // Plain mean of 1..4 everywhere (f = 0): 2.5.
+    assert_eq!(m.global().tensors[0].data, vec![2.5, 2.5]);
+}
+
+#[test]
+fn deadline_closes_with_min_nodes_and_drops_stragglers() {
+    let mut m = machine();
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        let acts = m.handle(100 + i as u64, sub(n, 1, &format!("s{n}"), 1.0));
+        assert!(closed(&acts).is_none());
+    }
+    let acts = m.handle(999, Event::Tick);
+    assert!(closed(&acts).is_none());
+    let acts = m.handle(1000, Event::Tick);
+    let report = closed(&acts).expect("closed at the deadline");
+    assert_eq!(report.nodes, vec!["a", "b", "c"]);
+    assert_eq!(m.round(), 2);
+    // d finishes its upload after the deadline: its round is over.
+    let acts = m.handle(1001, sub("d", 1, "sd", 1.0));
+    assert!(matches!(
+        rejected(&acts),
+        Some(Reject::StaleRound { got: 1, current: 2 })
+    ));
+}
+
+#[test]
+fn too_few_nodes_extends_the_round_keeping_updates() {
+    let mut m = machine();
+    m.handle(10, sub("a", 1, "sa", 1.0));
+    m.handle(20, sub("b", 1, "sb", 2.0));
+    let acts = m.handle(1000, Event::Tick);
+    assert!(closed(&acts).is_none());
+    assert!(acts.contains(&Action::Announce {
+        round: 1,
+        deadline_ms: 2000,
+        extended: true
+    }));
+    assert_eq!(m.state().extensions, 1);
+    assert_eq!(m.accepted_count(), 2);
+    m.handle(1500, sub("c", 1, "sc", 3.0));
+    assert_eq!(m.round(), 1, "three of quorum four: wait for the deadline");
+    let acts = m.handle(2000, Event::Tick);
+    assert_eq!(closed(&acts).unwrap().nodes, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn revoked_node_update_is_dropped() {
+    let mut m = machine();
+    m.handle(10, sub("a", 1, "sa", 1.0));
+    m.handle(10, sub("b", 1, "sb", 1.0));
+    let acts = m.handle(20, Event::NodeRevoked { node: "a".into() });
+    assert!(acts.contains(&Action::Dropped {
+        node: "a".into(),
+        round: 1
+    }));
+    assert_eq!(m.accepted_count(), 1);
+    assert_eq!(m.state().accepted.len(), 1);
+}
+
+#[test]
+fn restore_resumes_the_same_round() {
+    let mut m = machine();
+    m.handle(10, sub("a", 1, "sa", 1.0));
+    m.handle(11, sub("b", 1, "sb", 2.0));
+    let state = m.state().clone();
+    let global = m.global().clone();
+    let mut r = Machine::restore(cfg(), state, global, vec![layout(1.0), layout(2.0)]);
+    assert!(matches!(
+        rejected(&r.handle(12, sub("a", 1, "sx", 1.0))),
+        Some(Reject::Duplicate { .. })
+    ));
+    r.handle(13, sub("c", 1, "sc", 3.0));
+    let acts = r.handle(14, sub("d", 1, "sd", 4.0));
+    assert_eq!(closed(&acts).unwrap().nodes, vec!["a", "b", "c", "d"]);
+    assert_eq!(r.global().tensors[0].data, vec![2.5, 2.5]);
+}
+
+#[test]
+fn refused_aggregation_advances_with_unchanged_global() {
+    let mut m = machine();
+    for n in ["a", "b", "c", "d"] {
+        let e = Event::Submit(Submission {
+            node: n.into(),
+            round: 1,
+            samples: 1,
+            // No domain improvement anywhere: the quality-weighted domain band refuses.
+            band_metrics: BTreeMap::new(),
+            payload_sha256: format!("s{n}"),
+            payload_len: 1,
+            decoded: Ok(layout(1.0)),
+        });
+        let acts = m.handle(5, e);
+        if n == "d" {
+            assert!(closed(&acts).unwrap().failed.is_some());
+        }
+    }
+    assert_eq!(m.round(), 2);
+    assert_eq!(m.global(), &layout(0.0));
+}

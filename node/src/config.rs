@@ -1,0 +1,316 @@
+//! `node.toml`: the file, its defaults, and the validated [`Settings`] a node daemon runs on.
+//!
+//! Same three layers as the coordinator: TOML ([`File`], defaults in `impl Default`) → CLI/env
+//! [`Overrides`] → [`File::validate`], which refuses bad values naming the field. The `[data]`
+//! section says what the node trains on: a built-in domain and split, or corpus files (in compose
+//! and Kubernetes a node's ordinal picks its domain).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ruvdllm::codec::{EncodeOptions, Mode};
+use ruvdllm::data::{Domain, Split};
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::grpc_client::Target;
+use crate::daemon::runtime;
+
+/// Config problems, each naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("`{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `[tls]`: the federation CA and this node's certificate (subject CN = node id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            ca_cert: "certs/ca.crt".into(),
+            cert: "certs/node.crt".into(),
+            key: "certs/node.key".into(),
+        }
+    }
+}
+
+/// `[data]`: a built-in domain and split, or corpus files (one sample per line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Data {
+    pub domain: String,
+    pub split: String,
+    pub corpus: Vec<PathBuf>,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Self {
+            domain: "arithmetic".into(),
+            split: "finetune".into(),
+            corpus: Vec::new(),
+        }
+    }
+}
+
+/// The validated `[data]` choice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    Builtin { domain: Domain, split: Split },
+    Corpus(Vec<PathBuf>),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct File {
+    pub node_id: String,
+    /// Coordinator `host:port`.
+    pub coordinator: String,
+    /// Name checked against the coordinator's certificate.
+    pub server_name: String,
+    /// The base model checkpoint; its SHA-256 is the base-model hash sent at registration.
+    pub base_model: PathBuf,
+    /// Explicit base-model hash (overrides hashing `base_model`).
+    pub base_model_hash: String,
+    /// Codec mode for updates: f32, f16, bf16, int8, int8-row, int4, optionally `+topk:<f>`.
+    pub codec: String,
+    pub zstd_level: i32,
+    pub max_adapter_bytes: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub tls: Tls,
+    pub data: Data,
+}
+
+impl Default for File {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            coordinator: "127.0.0.1:7443".into(),
+            server_name: "localhost".into(),
+            base_model: PathBuf::new(),
+            base_model_hash: String::new(),
+            codec: "int8".into(),
+            zstd_level: 3,
+            max_adapter_bytes: 256 << 20,
+            backoff_base_ms: 200,
+            backoff_max_ms: 10_000,
+            tls: Tls::default(),
+            data: Data::default(),
+        }
+    }
+}
+
+/// CLI/env overrides of `node run`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Overrides {
+    #[arg(long, env = "RUVDLLM_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Coordinator `host:port`.
+    #[arg(long, env = "RUVDLLM_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// Built-in data domain (e.g. picked from a StatefulSet ordinal).
+    #[arg(long, env = "RUVDLLM_DATA_DOMAIN")]
+    pub domain: Option<String>,
+}
+
+/// Everything the node daemon runs on, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub target: Target,
+    pub runtime: runtime::Settings,
+    pub data: DataSource,
+}
+
+impl File {
+    /// Reads a TOML file; relative paths inside it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut f: File = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut paths: Vec<&mut PathBuf> =
+            vec![&mut f.tls.ca_cert, &mut f.tls.cert, &mut f.tls.key];
+        if !f.base_model.as_os_str().is_empty() {
+            paths.push(&mut f.base_model);
+        }
+        paths.extend(f.data.corpus.iter_mut());
+        for p in paths {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(f)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.node_id {
+            self.node_id = v.clone();
+        }
+        if let Some(v) = &o.coordinator {
+            self.coordinator = v.clone();
+        }
+        if let Some(v) = &o.domain {
+            self.data.domain = v.clone();
+        }
+    }
+
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        if self.node_id.is_empty() {
+            return Err(invalid("node_id", "must be set"));
+        }
+        if !self
+            .node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            || self.node_id.len() > 64
+        {
+            return Err(invalid("node_id", "1-64 characters of A-Z a-z 0-9 . _ -"));
+        }
+        if !self.coordinator.contains(':') {
+            return Err(invalid("coordinator", "expected host:port"));
+        }
+        let mode: Mode = self
+            .codec
+            .parse()
+            .map_err(|e| invalid("codec", format!("{e}")))?;
+        if !(1..=19).contains(&self.zstd_level) {
+            return Err(invalid("zstd_level", "must be in 1..=19"));
+        }
+        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
+            return Err(invalid(
+                "backoff_base_ms",
+                "must be positive and at most backoff_max_ms",
+            ));
+        }
+        let base_model_hash = if !self.base_model_hash.is_empty() {
+            ruvdllm_proto::types::check_hash("base_model_hash", &self.base_model_hash)
+                .map_err(|e| invalid("base_model_hash", e.to_string()))?;
+            self.base_model_hash.clone()
+        } else if !self.base_model.as_os_str().is_empty() {
+            let bytes = std::fs::read(&self.base_model).map_err(|e| {
+                invalid("base_model", format!("{}: {e}", self.base_model.display()))
+            })?;
+            ruvdllm_proto::sha256_hex(&bytes)
+        } else {
+            return Err(invalid("base_model", "set base_model or base_model_hash"));
+        };
+        for (field, p) in [
+            ("tls.ca_cert", &self.tls.ca_cert),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !p.is_file() {
+                return Err(invalid(field, format!("{} is not a file", p.display())));
+            }
+        }
+        let data = if self.data.corpus.is_empty() {
+            DataSource::Builtin {
+                domain: self
+                    .data
+                    .domain
+                    .parse()
+                    .map_err(|e| invalid("data.domain", format!("{e}")))?,
+                split: self
+                    .data
+                    .split
+                    .parse()
+                    .map_err(|e| invalid("data.split", format!("{e}")))?,
+            }
+        } else {
+            if let Some(p) = self.data.corpus.iter().find(|p| !p.is_file()) {
+                return Err(invalid(
+                    "data.corpus",
+                    format!("{} is not a file", p.display()),
+                ));
+            }
+            DataSource::Corpus(self.data.corpus.clone())
+        };
+        Ok(Settings {
+            target: Target {
+                addr: self.coordinator.clone(),
+                server_name: self.server_name.clone(),
+                ca_cert: self.tls.ca_cert.clone(),
+                cert: self.tls.cert.clone(),
+                key: self.tls.key.clone(),
+            },
+            runtime: runtime::Settings {
+                node_id: self.node_id.clone(),
+                base_model_hash,
+                encode: EncodeOptions {
+                    level: self.zstd_level,
+                    ..EncodeOptions::new(mode)
+                },
+                max_adapter_bytes: self.max_adapter_bytes,
+                backoff_base: Duration::from_millis(self.backoff_base_ms),
+                backoff_max: Duration::from_millis(self.backoff_max_ms),
+            },
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_roundtrip_through_toml() {
+        let f = File::default();
+        let back: File = toml::from_str(&toml::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let e = File::default().validate().unwrap_err().to_string();
+        assert!(e.contains("node_id"), "{e}");
+        let f = File {
+            node_id: "n1".into(),
+            codec: "int9".into(),
+            ..File::default()
+        };
+        assert!(f.validate().unwrap_err().to_string().contains("codec"));
+        let f = File {
+            node_id: "n1".into(),
+            base_model_hash: "xyz".into(),
+            ..File::default()
+        };
+        assert!(
+            f.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("base_model_hash")
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! The node runtime: one task that owns the trainer and the error-feedback state and drives the
+//! round protocol through a [`CoordinatorClient`].
+//!
+//! Session: register → watch rounds → for each new round: fetch the global adapter (its SHA-256
+//! must equal the announced hash) → train on a blocking thread → encode with the configured codec
+//! mode plus error feedback → submit, retrying with backoff. Any transient failure ends the
+//! session and a new one starts after a jittered, growing delay, which is how the node rides out
+//! a coordinator restart. A round's payload is encoded once and resent unchanged on retries, so
+//! error feedback is charged once; if the coordinator had already accepted it before crashing the
+//! retry is refused as a duplicate, which the node takes as success.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ruvdllm::codec::{self, EncodeOptions, ErrorFeedback};
+use ruvdllm::delta::Delta;
+use ruvdllm_proto::{Announcement, RejectKind, UpdateHeader, sha256_hex};
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::client::{ClientError, CoordinatorClient};
+use super::trainer::{LocalTrainer, RoundInfo, TrainError};
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_id: String,
+    pub base_model_hash: String,
+    pub encode: EncodeOptions,
+    /// Largest global adapter accepted (encoded bytes).
+    pub max_adapter_bytes: u64,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Failures that stop the runtime (everything else is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("the coordinator refused this node: {0}")]
+    Refused(ClientError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("the trainer returned a delta whose layout differs from the global adapter: {0}")]
+    Layout(ruvdllm::delta::DeltaError),
+    #[error("encoding the update: {0}")]
+    Encode(codec::Error),
+}
+
+/// What the runtime has done so far (for health checks and tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// The last round this node finished (submitted, or gave up on).
+    pub last_round: u64,
+    pub submitted: u64,
+    pub last_error: Option<String>,
+    /// The newest global adapter fetched, with its round.
+    pub global_round: u64,
+}
+
+/// The latest global adapter, for serving generation between rounds.
+pub type GlobalHandle = watch::Receiver<Option<(u64, Arc<Delta>)>>;
+
+enum SessionEnd {
+    Retry(ClientError),
+    Fatal(NodeError),
+}
+
+impl From<ClientError> for SessionEnd {
+    fn from(e: ClientError) -> Self {
+        SessionEnd::Retry(e)
+    }
+}
+
+/// The runtime.
+pub struct Runtime<C, T> {
+    client: C,
+    trainer: Option<T>,
+    settings: Settings,
+    feedback: ErrorFeedback,
+    status: watch::Sender<Status>,
+    global: watch::Sender<Option<(u64, Arc<Delta>)>>,
+}
+
+impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
+    pub fn new(client: C, trainer: T, settings: Settings) -> Self {
+        Self {
+            client,
+            trainer: Some(trainer),
+            settings,
+            feedback: ErrorFeedback::new(),
+            status: watch::channel(Status::default()).0,
+            global: watch::channel(None).0,
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    pub fn global(&self) -> GlobalHandle {
+        self.global.subscribe()
+    }
+
+    /// Runs sessions until `shutdown` resolves or the coordinator refuses this node for good.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), NodeError> {
+        let span = tracing::info_span!("node", node_id = %self.settings.node_id);
+        let mut backoff = Backoff::new(self.settings.backoff_base, self.settings.backoff_max);
+        tokio::pin!(shutdown);
+        loop {
+            let end = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                end = self.session(&mut backoff).instrument(span.clone()) => end,
+            };
+            let e = match end {
+                SessionEnd::Fatal(e) => {
+                    let _e = span.enter();
+                    tracing::error!(error = %e, "stopping");
+                    return Err(e);
+                }
+                SessionEnd::Retry(e) => e,
+            };
+            let delay = backoff.next_delay();
+            {
+                let _e = span.enter();
+                tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "session ended; retrying");
+            }
+            self.status
+                .send_modify(|s| s.last_error = Some(e.to_string()));
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn fatal_refusal(e: &ClientError) -> bool {
+        matches!(
+            e.reject_kind(),
+            Some(
+                RejectKind::Revoked
+                    | RejectKind::BaseModelMismatch
+                    | RejectKind::IdentityMismatch
+                    | RejectKind::UnknownNode
+            )
+        )
+    }
+
+    async fn session(&mut self, backoff: &mut Backoff) -> SessionEnd {
+        let s = &self.settings;
+        let round = match self.client.register(&s.node_id, &s.base_model_hash).await {
+            Ok(r) => r,
+            Err(e) if Self::fatal_refusal(&e) => return SessionEnd::Fatal(NodeError::Refused(e)),
+            Err(e) => return e.into(),
+        };
+        tracing::info!(round, "registered");
+        let mut rounds = match self.client.watch_rounds().await {
+            Ok(r) => r,
+            Err(e) => return e.into(),
+        };
+        backoff.reset();
+        while let Some(ann) = rounds.next().await {
+            let ann = match ann {
+                Ok(a) => a,
+                Err(e) if Self::fatal_refusal(&e) => {
+                    return SessionEnd::Fatal(NodeError::Refused(e));
+                }
+                Err(e) => return e.into(),
+            };
+            if ann.round <= self.status.borrow().last_round {
+                continue;
+            }
+            let span = tracing::info_span!("round", round = ann.round);
+            if let Err(end) = self.round(&ann, backoff).instrument(span).await {
+                return end;
+            }
+        }
+        SessionEnd::Retry(ClientError::Unavailable("round stream ended".into()))
+    }
+
+    async fn round(&mut self, ann: &Announcement, backoff: &mut Backoff) -> Result<(), SessionEnd> {
+        let bytes = self.client.fetch_adapter(&ann.global_hash).await?;
+        let actual = sha256_hex(&bytes);
+        if actual != ann.global_hash {
+            return Err(ClientError::Protocol(format!(
+                "global adapter hashes to {actual}, announced {}",
+                ann.global_hash
+            ))
+            .into());
+        }
+        let limits = codec::Limits {
+            max_payload_bytes: self.settings.max_adapter_bytes,
+            ..codec::Limits::default()
+        };
+        let global = codec::decode(&bytes, &limits)
+            .map_err(|e| ClientError::Protocol(format!("decoding the global adapter: {e}")))?;
+        let global = Arc::new(global);
+        self.global.send_replace(Some((ann.round, global.clone())));
+        self.status.send_modify(|s| s.global_round = ann.round);
+
+        let info = RoundInfo {
+            round: ann.round,
+            run_seed: ann.run_seed,
+            global_hash: ann.global_hash.clone(),
+        };
+        let Some(mut trainer) = self.trainer.take() else {
+            return Err(SessionEnd::Fatal(NodeError::Train(TrainError(
+                "trainer lost after a failed training task".into(),
+            ))));
+        };
+        let g = global.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = trainer.train_round(&info, &g);
+            (trainer, r)
+        })
+        .await;
+        let (trainer, result) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                return Err(SessionEnd::Fatal(NodeError::Train(TrainError(format!(
+                    "training task panicked: {e}"
+                )))));
+            }
+        };
+        self.trainer = Some(trainer);
+        let update = result.map_err(|e| SessionEnd::Fatal(e.into()))?;
+        global
+            .check_same_layout(&update.delta)
+            .map_err(|e| SessionEnd::Fatal(NodeError::Layout(e)))?;
+        let payload = self
+            .feedback
+            .encode(&update.delta, &self.settings.encode)
+            .map_err(|e| SessionEnd::Fatal(NodeError::Encode(e)))?;
+        let payload = Arc::new(payload);
+        let header = UpdateHeader {
+            round: ann.round,
+            samples: update.samples,
+            band_metrics: update.band_metrics.into_iter().collect::<BTreeMap<_, _>>(),
+            payload_size: payload.len() as u64,
+            payload_sha256: sha256_hex(&payload),
+        };
+        tracing::info!(
+            bytes = payload.len(),
+            samples = header.samples,
+            "submitting"
+        );
+        loop {
+            match self
+                .client
+                .submit_update(header.clone(), payload.clone())
+                .await
+            {
+                Ok(ack) => {
+                    tracing::info!(accepted = ack.accepted, "update accepted");
+                    self.finish(ann.round, true);
+                    return Ok(());
+                }
+                Err(e) if e.reject_kind() == Some(RejectKind::Duplicate) => {
+                    tracing::info!("coordinator already holds this round's update");
+                    self.finish(ann.round, true);
+                    return Ok(());
+                }
+                Err(e) if Self::fatal_refusal(&e) => {
+                    return Err(SessionEnd::Fatal(NodeError::Refused(e)));
+                }
+                Err(e @ ClientError::Rejected { .. }) => {
+                    tracing::warn!(error = %e, "update refused; skipping this round");
+                    self.status
+                        .send_modify(|s| s.last_error = Some(e.to_string()));
+                    self.finish(ann.round, false);
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "submit failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn finish(&self, round: u64, submitted: bool) {
+        self.status.send_modify(|s| {
+            s.last_round = round;
+            if submitted {
+                s.submitted += 1;
+            }
+        });
+    }
+}
