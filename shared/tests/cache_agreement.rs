@@ -10,6 +10,7 @@
 //!
 //! The checkpoint is `$RUVDLLM_MODEL` or the committed `shared/assets/tiny`; a missing checkpoint
 //! fails the test (a random model would say nothing about the approximation on real text).
+#![cfg(feature = "model")]
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
