@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod round;
 pub mod run_cmd;
 pub mod service;
-pub mod socket;
-pub mod store;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod socket;
+pub mod store;

@@ -8,11 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ruvdllm::adapter::train::{BandSchedule, TrainOptions};
+use ruvdllm::adapter::{Spec, Target as AdapterTarget};
 use ruvdllm::codec::{EncodeOptions, Mode};
-use ruvdllm::data::{Domain, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::grpc_client::Target;
+pub use crate::daemon::local_data::DataSource;
 use crate::daemon::runtime;
 
 /// Config problems, each naming the field.
@@ -65,6 +67,13 @@ pub struct Data {
     pub domain: String,
     pub split: String,
     pub corpus: Vec<PathBuf>,
+    /// This node's shard of the domain's fine-tuning data, out of `shards` nodes sharing it.
+    pub shard: usize,
+    pub shards: usize,
+    /// Training samples drawn (built-in), or the cap on corpus chunks.
+    pub samples: usize,
+    /// Local validation samples (the per-band improvement the node reports is measured on them).
+    pub validation: usize,
 }
 
 impl Default for Data {
@@ -73,15 +82,57 @@ impl Default for Data {
             domain: "arithmetic".into(),
             split: "finetune".into(),
             corpus: Vec::new(),
+            shard: 0,
+            shards: 1,
+            samples: 256,
+            validation: 16,
         }
     }
 }
 
-/// The validated `[data]` choice.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DataSource {
-    Builtin { domain: Domain, split: Split },
-    Corpus(Vec<PathBuf>),
+/// `[train]`: local TALoRA training per round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Train {
+    /// Optimizer steps per round.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    /// Ranks of the coarse, domain and fine bands (must match the coordinator's adapter).
+    pub ranks: String,
+    /// Adapted linears: `q,v`, `all`, or a list.
+    pub targets: String,
+    /// `round-robin`, `curriculum`, or one band.
+    pub band_schedule: String,
+    /// Seed of the training noise and data order.
+    pub seed: u64,
+}
+
+impl Default for Train {
+    fn default() -> Self {
+        let d = TrainOptions::default();
+        Self {
+            steps: 30,
+            batch_size: d.batch_size,
+            seq_len: 48,
+            lr: d.lr,
+            warmup: d.warmup,
+            ranks: "8,4,2".into(),
+            targets: "q,v".into(),
+            band_schedule: "round-robin".into(),
+            seed: 0,
+        }
+    }
+}
+
+/// The validated `[train]` section.
+#[derive(Debug, Clone)]
+pub struct TrainSettings {
+    pub spec: Spec,
+    pub options: TrainOptions,
+    pub seed: u64,
 }
 
 /// The whole file.
@@ -105,6 +156,7 @@ pub struct File {
     pub backoff_max_ms: u64,
     pub tls: Tls,
     pub data: Data,
+    pub train: Train,
 }
 
 impl Default for File {
@@ -122,6 +174,7 @@ impl Default for File {
             backoff_max_ms: 10_000,
             tls: Tls::default(),
             data: Data::default(),
+            train: Train::default(),
         }
     }
 }
@@ -145,6 +198,12 @@ pub struct Settings {
     pub target: Target,
     pub runtime: runtime::Settings,
     pub data: DataSource,
+    /// Training / validation sample counts of `[data]`.
+    pub samples: usize,
+    pub validation: usize,
+    /// The base checkpoint to train on (`None`: the committed tiny base).
+    pub model: Option<PathBuf>,
+    pub train: TrainSettings,
 }
 
 impl File {
@@ -218,10 +277,8 @@ impl File {
                 .map_err(|e| invalid("base_model_hash", e.to_string()))?;
             self.base_model_hash.clone()
         } else if !self.base_model.as_os_str().is_empty() {
-            let bytes = std::fs::read(&self.base_model).map_err(|e| {
-                invalid("base_model", format!("{}: {e}", self.base_model.display()))
-            })?;
-            ruvdllm_proto::sha256_hex(&bytes)
+            crate::model_arg::checkpoint_hash(&self.base_model)
+                .map_err(|e| invalid("base_model", format!("{}: {e}", self.base_model.display())))?
         } else {
             return Err(invalid("base_model", "set base_model or base_model_hash"));
         };
@@ -234,18 +291,38 @@ impl File {
                 return Err(invalid(field, format!("{} is not a file", p.display())));
             }
         }
+        let d = &self.data;
+        if d.shards == 0 || d.shard >= d.shards {
+            return Err(invalid(
+                "data.shard",
+                format!("shard {} of {} shards", d.shard, d.shards),
+            ));
+        }
+        if d.samples == 0 || d.validation == 0 {
+            return Err(invalid(
+                "data.samples",
+                "samples and validation must be positive",
+            ));
+        }
         let data = if self.data.corpus.is_empty() {
+            let split: ruvdllm::data::Split = d
+                .split
+                .parse()
+                .map_err(|e| invalid("data.split", format!("{e}")))?;
+            if d.shards > 1 && split != ruvdllm::data::Split::Finetune {
+                return Err(invalid(
+                    "data.shards",
+                    "shards apply to the finetune split only",
+                ));
+            }
             DataSource::Builtin {
-                domain: self
-                    .data
+                domain: d
                     .domain
                     .parse()
                     .map_err(|e| invalid("data.domain", format!("{e}")))?,
-                split: self
-                    .data
-                    .split
-                    .parse()
-                    .map_err(|e| invalid("data.split", format!("{e}")))?,
+                split,
+                shard: d.shard,
+                shards: d.shards,
             }
         } else {
             if let Some(p) = self.data.corpus.iter().find(|p| !p.is_file()) {
@@ -276,6 +353,49 @@ impl File {
                 backoff_max: Duration::from_millis(self.backoff_max_ms),
             },
             data,
+            samples: d.samples,
+            validation: d.validation,
+            model: (!self.base_model.as_os_str().is_empty()).then(|| self.base_model.clone()),
+            train: self.train.validate()?,
+        })
+    }
+}
+
+impl Train {
+    fn validate(&self) -> Result<TrainSettings, ConfigError> {
+        let ranks =
+            Spec::parse_ranks(&self.ranks).map_err(|e| invalid("train.ranks", e.to_string()))?;
+        let targets = AdapterTarget::parse_list(&self.targets)
+            .map_err(|e| invalid("train.targets", e.to_string()))?;
+        let spec = Spec::new(ranks, targets).map_err(|e| invalid("train.ranks", e.to_string()))?;
+        let schedule: BandSchedule = self
+            .band_schedule
+            .parse()
+            .map_err(|e| invalid("train.band_schedule", format!("{e}")))?;
+        if self.steps == 0 {
+            return Err(invalid("train.steps", "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("train.batch_size", "must be at least 1"));
+        }
+        if !(8..=4096).contains(&self.seq_len) {
+            return Err(invalid("train.seq_len", "must be in 8..=4096"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(invalid("train.lr", "must be finite and positive"));
+        }
+        Ok(TrainSettings {
+            spec,
+            options: TrainOptions {
+                steps: self.steps,
+                batch_size: self.batch_size,
+                seq_len: self.seq_len,
+                lr: self.lr,
+                warmup: self.warmup,
+                schedule,
+                ..TrainOptions::default()
+            },
+            seed: self.seed,
         })
     }
 }

@@ -1,17 +1,18 @@
 //! `node run` and `node validate-config`.
 //!
-//! `run` needs a [`LocalTrainer`] for the configured `[data]`. The
-//! TALoRA trainer lives on the adapter branch and is wired in [`trainer_for`] when it lands; until
-//! then `node run` validates everything, then refuses with a clear error instead of training with
-//! something that is not the real objective.
+//! `run` loads the base model (`base_model`, else the committed tiny base) at f32, assembles the
+//! node's `[data]` (training samples plus a local validation set) and trains each round with the
+//! TALoRA trainer ([`TaloraTrainer`]) configured by `[train]`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::config::{DataSource, File, Overrides, Settings};
+use crate::config::{File, Overrides, Settings};
 use crate::daemon::grpc_client::GrpcClient;
-use crate::daemon::{LocalTrainer, Runtime};
+use crate::daemon::local_data;
+use crate::daemon::{Runtime, TaloraTrainer};
 
 /// Where the config comes from, plus overrides.
 #[derive(clap::Args, Debug, Clone)]
@@ -39,17 +40,42 @@ pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The trainer for a data source.
-pub fn trainer_for(data: &DataSource) -> anyhow::Result<Box<dyn LocalTrainer>> {
-    anyhow::bail!(
-        "no TALoRA trainer in this build (data {data:?}): the local trainer arrives with the \
-         adapter module; the daemon runtime accepts any `LocalTrainer`"
+/// The TALoRA trainer for validated settings: loads the model and the node's data.
+pub fn trainer_for(settings: &Settings) -> anyhow::Result<TaloraTrainer> {
+    let (loaded, tok) = crate::model_arg::load(settings.model.as_deref())?;
+    let t = &settings.train;
+    // Room for BOS and at least one EOS in a packed row.
+    let max_len = t.options.seq_len.saturating_sub(2);
+    let data = local_data::load(
+        &settings.data,
+        settings.samples,
+        settings.validation,
+        max_len,
     )
+    .context("assembling the node's data")?;
+    tracing::info!(
+        model = %crate::model_arg::resolve(settings.model.as_deref()).display(),
+        data = ?settings.data,
+        train = data.train.len(),
+        validation = data.validation.len(),
+        steps = t.options.steps,
+        "local TALoRA trainer ready"
+    );
+    let examples = ruvdllm::eval::examples(&data.train, tok.as_ref());
+    let validation = ruvdllm::eval::examples(&data.validation, tok.as_ref());
+    Ok(TaloraTrainer::new(
+        Arc::new(loaded.model),
+        t.spec.clone(),
+        examples,
+        validation,
+        t.options.clone(),
+        t.seed,
+    )?)
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let trainer = trainer_for(&settings.data)?;
+    let trainer = trainer_for(&settings)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

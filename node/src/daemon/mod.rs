@@ -2,14 +2,19 @@
 //!
 //! [`runtime::Runtime`] drives the protocol through the transport-independent
 //! [`client::CoordinatorClient`] (gRPC/mTLS: [`grpc_client::GrpcClient`]) and trains with a
-//! [`trainer::LocalTrainer`]; [`backoff`] spaces its retries.
+//! [`trainer::LocalTrainer`] — in production the TALoRA trainer
+//! ([`talora_trainer::TaloraTrainer`]) on the node's [`local_data`]; [`backoff`] spaces its
+//! retries.
 
 pub mod backoff;
 pub mod client;
 pub mod grpc_client;
+pub mod local_data;
 pub mod runtime;
+pub mod talora_trainer;
 pub mod trainer;
 
 pub use client::{ClientError, CoordinatorClient};
 pub use runtime::{NodeError, Runtime, Settings, Status};
+pub use talora_trainer::{RoundStats, TaloraTrainer, TrainerError};
 pub use trainer::{LocalTrainer, LocalUpdate, RoundInfo, TrainError};
