@@ -5,7 +5,7 @@
 //! q/v adapter stored 8-bit with a 64-d key ([`KeyProjection`] of final hidden states), a success
 //! EMA and a last-use time. Banks retrieve by HNSW ([`index`]) and re-rank by
 //! `0.5·similarity + 0.3·success + 0.2·recency` ([`score`]); the best patterns are composed into
-//! one exact low-rank delta ([`compose`]); [`dgr`] decides per denoising step which positions get
+//! one exact low-rank delta ([`compose()`]); [`dgr`] decides per denoising step which positions get
 //! one, a step late so it never costs an extra forward.
 //!
 //! Everything here is plain f32 data and needs no candle, so it builds with the federation core;
