@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::{Aggregation, BandSection};
 
 /// Default rounds.
-pub const ROUNDS: u64 = 6;
+pub const ROUNDS: u64 = 5;
 /// Default local optimizer steps per node per round.
 pub const LOCAL_STEPS: usize = 6;
 
@@ -74,7 +74,7 @@ pub struct SimArgs {
     pub dp_delta: f64,
     #[arg(long, default_value_t = LOCAL_STEPS)]
     pub local_steps: usize,
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.3)]
     pub lr: f64,
     #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
@@ -85,7 +85,7 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 64)]
     pub samples: usize,
     /// Local validation samples per node.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     pub validation: usize,
     /// Text files instead of the built-in data: one per node, or split across the nodes.
     #[arg(long, num_args = 1..)]
