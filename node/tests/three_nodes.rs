@@ -262,7 +262,8 @@ async fn nodes_ride_out_a_coordinator_restart() {
     for s in &nodes.2 {
         let mut s = s.clone();
         let done = tokio::time::timeout(Duration::from_secs(60), s.wait_for(|s| s.submitted >= 2));
-        assert_eq!(done.await.unwrap().unwrap().submitted, 2);
+        // Round 3 is open by now, so a fast node may already have submitted it too.
+        assert!(done.await.unwrap().unwrap().submitted >= 2);
     }
     stop(nodes).await;
     running.shutdown().await.unwrap();
