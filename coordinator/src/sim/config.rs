@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::{Aggregation, BandSection};
 
 /// Default rounds.
-pub const ROUNDS: u64 = 5;
+pub const ROUNDS: u64 = 4;
 /// Default local optimizer steps per node per round.
 pub const LOCAL_STEPS: usize = 6;
 
