@@ -150,18 +150,26 @@ pub fn run(cfg: SimConfig, obs: &dyn Observer) -> anyhow::Result<Report> {
     };
     let a = &prep.cfg.args;
     let last = driven.rounds.last().map_or(0, |r| r.round);
-    let reproduce = format!(
-        "node eval --talora {} --n {} --seq-len {} --mc {} --seed {} --gen-length {} --block-length 8{}",
-        prep.out.adapter(last).display(),
-        a.eval_n,
-        a.seq_len,
-        a.mc,
-        a.seed,
-        a.gen_length,
-        a.model
-            .as_ref()
-            .map_or(String::new(), |m| format!(" --model {}", m.display()))
-    );
+    let reproduce = if !a.corpus.is_empty() {
+        format!(
+            "none for --corpus runs (their held-out set is the nodes' validation chunks); the \
+             adapters are in {}",
+            prep.out.adapters().display()
+        )
+    } else {
+        format!(
+            "node eval --talora {} --n {} --seq-len {} --mc {} --seed {} --gen-length {} --block-length 8{}",
+            prep.out.adapter(last).display(),
+            a.eval_n,
+            a.seq_len,
+            a.mc,
+            a.seed,
+            a.gen_length,
+            a.model
+                .as_ref()
+                .map_or(String::new(), |m| format!(" --model {}", m.display()))
+        )
+    };
     let report = Report {
         config: prep.cfg.to_json(),
         seed: a.seed,
