@@ -38,7 +38,9 @@ pub struct SimArgs {
     pub rounds: u64,
     #[arg(long, value_enum, default_value = "grpc")]
     pub transport: Transport,
-    /// One rule for every band (default: DAF — trimmed mean / quality-weighted mean / trimmed mean).
+    /// One rule for every band, weighted by sample count (default: DAF — trimmed mean /
+    /// quality-weighted mean / trimmed mean). The domain band keeps DAF's norm (3× median) and
+    /// cosine pre-filter either way.
     #[arg(long)]
     pub rule: Option<String>,
     #[arg(long)]
