@@ -3,6 +3,7 @@
 
 pub mod inference;
 pub mod retrieval;
+pub mod round;
 
 use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm::privacy::{NormalStream, normal_stream};

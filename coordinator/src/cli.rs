@@ -27,6 +27,14 @@ pub enum Command {
     /// Manage the federation's certificates.
     #[command(subcommand)]
     Certs(crate::run_cmd::CertsCmd),
+    /// Simulate federated rounds: the coordinator and N nodes on this machine over real
+    /// gRPC+mTLS sockets, with a round table, report.json and SVG plots.
+    #[cfg(feature = "sim")]
+    Simulate(Box<crate::sim::SimArgs>),
+    /// Run one node daemon (`node run`'s code; used by `simulate --processes`).
+    #[cfg(feature = "sim")]
+    #[command(hide = true)]
+    SimNode(ruvdllm_node::run_cmd::ConfigArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -36,5 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => crate::run_cmd::run(args),
         Command::ValidateConfig(args) => crate::run_cmd::validate(args),
         Command::Certs(cmd) => crate::run_cmd::certs(cmd),
+        #[cfg(feature = "sim")]
+        Command::Simulate(args) => crate::sim::cmd::command(*args),
+        #[cfg(feature = "sim")]
+        Command::SimNode(args) => ruvdllm_node::run_cmd::run(args),
     }
 }

@@ -89,8 +89,24 @@ pub struct SubmitAck {
     pub accepted: u32,
 }
 
+/// A closed round as observers see it: the machine's report, how long the closing event took
+/// (aggregation and the new global), and the global adapter it produced.
+#[derive(Debug, Clone)]
+pub struct ClosedRound {
+    pub report: round::CloseReport,
+    pub aggregate: std::time::Duration,
+    pub global: Arc<Delta>,
+    /// When the close was executed (monotonic).
+    pub closed_at: std::time::Instant,
+}
+
+/// Closed rounds kept for observers.
+pub const CLOSED_HISTORY: usize = 64;
+
 struct Inner {
     machine: Machine,
+    /// Time the machine spent on the event whose actions are being executed.
+    handled_in: std::time::Duration,
     /// The current global and the previous one (nodes may still be fetching it).
     blobs: VecDeque<Arc<GlobalBlob>>,
 }
@@ -103,6 +119,7 @@ pub struct Service {
     metrics: Metrics,
     clock: Arc<dyn Clock>,
     announce: watch::Sender<Announcement>,
+    closed: watch::Sender<VecDeque<Arc<ClosedRound>>>,
     limits: codec::Limits,
     layout: Vec<(String, Vec<usize>)>,
 }
@@ -167,6 +184,7 @@ impl Service {
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner {
                 machine,
+                handled_in: std::time::Duration::ZERO,
                 blobs: VecDeque::from([blob]),
             }),
             store,
@@ -174,6 +192,7 @@ impl Service {
             metrics,
             clock,
             announce,
+            closed: watch::channel(VecDeque::new()).0,
             limits,
             layout,
         }))
@@ -265,14 +284,28 @@ impl Service {
         self.announce.subscribe()
     }
 
+    /// The most recent closed rounds (up to [`CLOSED_HISTORY`], oldest first), updated as rounds
+    /// close: a simulation reads aggregation time, refusals and the new global from here.
+    pub fn closed_rounds(&self) -> watch::Receiver<VecDeque<Arc<ClosedRound>>> {
+        self.closed.subscribe()
+    }
+
+    /// Feeds one event to the machine, timing it.
+    fn handle(&self, g: &mut Inner, event: Event) -> Vec<Action> {
+        let start = std::time::Instant::now();
+        let actions = g.machine.handle(self.clock.now_ms(), event);
+        g.handled_in = start.elapsed();
+        actions
+    }
+
     /// Refuses revoked callers (and drops their pending update), records last-seen.
     pub fn authorize(&self, id: &Identity) -> Result<(), ServiceError> {
         let now = self.clock.now_ms();
         self.metrics.seen(&id.node_id, (now / 1000) as i64);
         if self.revocation.is_revoked(&id.node_id) {
             let mut g = self.lock();
-            let actions = g.machine.handle(
-                now,
+            let actions = self.handle(
+                &mut g,
                 Event::NodeRevoked {
                     node: id.node_id.clone(),
                 },
@@ -306,8 +339,8 @@ impl Service {
             .into());
         }
         let mut g = self.lock();
-        let actions = g.machine.handle(
-            self.clock.now_ms(),
+        let actions = self.handle(
+            &mut g,
             Event::Register {
                 node: node_id.to_string(),
                 base_model_hash: base_model_hash.to_string(),
@@ -337,8 +370,7 @@ impl Service {
     pub fn admit(&self, id: &Identity, h: &UpdateHeader) -> Result<(), ServiceError> {
         self.authorize(id)?;
         let mut g = self.lock();
-        let now = self.clock.now_ms();
-        let actions = g.machine.handle(now, Event::Tick);
+        let actions = self.handle(&mut g, Event::Tick);
         self.execute(&mut g, actions, None)?;
         g.machine
             .admit(&id.node_id, h.round, &h.payload_sha256, h.payload_size)
@@ -387,7 +419,7 @@ impl Service {
             payload_len: h.payload_size,
             decoded,
         };
-        let actions = g.machine.handle(self.clock.now_ms(), Event::Submit(sub));
+        let actions = self.handle(&mut g, Event::Submit(sub));
         let accepted = actions
             .iter()
             .any(|a| matches!(a, Action::Accepted { node, .. } if *node == id.node_id));
@@ -418,7 +450,7 @@ impl Service {
     /// Lets time pass: closes or extends a round whose deadline is over.
     pub fn tick(&self) -> Result<(), ServiceError> {
         let mut g = self.lock();
-        let actions = g.machine.handle(self.clock.now_ms(), Event::Tick);
+        let actions = self.handle(&mut g, Event::Tick);
         self.execute(&mut g, actions, None).map(|_| ())
     }
 
@@ -476,6 +508,18 @@ impl Service {
                         seconds = secs,
                         "round closed"
                     );
+                    let closed = Arc::new(ClosedRound {
+                        report,
+                        aggregate: g.handled_in,
+                        global: Arc::new(g.machine.global().clone()),
+                        closed_at: std::time::Instant::now(),
+                    });
+                    self.closed.send_modify(|h| {
+                        h.push_back(closed);
+                        while h.len() > CLOSED_HISTORY {
+                            h.pop_front();
+                        }
+                    });
                 }
                 Action::Announce {
                     round,

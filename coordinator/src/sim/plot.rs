@@ -178,6 +178,7 @@ mod tests {
                         codec_down: 9,
                         accepted: true,
                         reason: None,
+                        rejections: vec![],
                         train_loss: 0.1,
                         attacker: false,
                     })
@@ -195,6 +196,10 @@ mod tests {
             base: q(1.2),
             rounds,
             wall_s: 1.0,
+            sockets: None,
+            centralized: None,
+            dp_epsilon: None,
+            reproduce: String::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let files = write_all(&report, dir.path()).unwrap();

@@ -29,18 +29,20 @@ impl Quality {
     }
 }
 
-/// Wall time of one round, split by phase (seconds).
+/// Wall time of one round, split into consecutive phases (seconds). Round r starts when its
+/// announcement is released to the nodes; the phases are envelopes over all nodes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
-    /// From the round's announcement until the last node finished local training.
+    /// From the last node holding the global adapter until the last node finished training.
     pub train_s: f64,
-    /// From the first upload starting until the coordinator held every accepted update.
+    /// From the last node finishing training until the coordinator held every update.
     pub upload_s: f64,
-    /// Aggregation inside the coordinator.
+    /// Aggregation inside the coordinator (closing the round: rules, new global, checkpoint).
     pub aggregate_s: f64,
-    /// From the new global adapter being ready until every node had downloaded it.
+    /// From the round's announcement until every node had downloaded the global adapter it
+    /// trains from.
     pub distribute_s: f64,
-    /// The whole round, announcement to announcement.
+    /// The whole round: announcement until the round was closed and every node had its answer.
     pub total_s: f64,
 }
 
@@ -57,6 +59,9 @@ pub struct NodeRound {
     pub accepted: bool,
     /// Why the coordinator refused the update (`None` when accepted).
     pub reason: Option<String>,
+    /// Per band group, what the aggregation rejected of this update (`domain: zero weight`, …).
+    #[serde(default)]
+    pub rejections: Vec<String>,
     /// Mean local training loss of the round.
     pub train_loss: f64,
     pub attacker: bool,
@@ -85,6 +90,21 @@ impl RoundRecord {
     }
 }
 
+/// Whole-run byte totals at the socket, from both ends of the connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SocketTotals {
+    /// Per node: every byte its client sent / received over the whole run.
+    pub node_up: Vec<u64>,
+    pub node_down: Vec<u64>,
+    /// Per node: the bytes after its last round (closing the connections, the announcement of
+    /// the round that was never run).
+    pub tail_up: Vec<u64>,
+    pub tail_down: Vec<u64>,
+    /// The coordinator's own socket counters (every node connection).
+    pub coordinator_read: u64,
+    pub coordinator_written: u64,
+}
+
 /// The whole run: configuration, the base's quality before round 1, every round.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -94,6 +114,18 @@ pub struct Report {
     pub base: Quality,
     pub rounds: Vec<RoundRecord>,
     pub wall_s: f64,
+    /// Socket totals (in-process nodes only: node processes count nothing for us).
+    #[serde(default)]
+    pub sockets: Option<SocketTotals>,
+    /// The centralized baseline (`--centralized`): same training on the union of the data.
+    #[serde(default)]
+    pub centralized: Option<Quality>,
+    /// ε of the local-DP guarantee after the last round (`--dp-clip` with `--dp-noise` > 0).
+    #[serde(default)]
+    pub dp_epsilon: Option<f64>,
+    /// The command that recomputes the last round's held-out figures from its saved adapter.
+    #[serde(default)]
+    pub reproduce: String,
 }
 
 impl Report {
@@ -200,6 +232,7 @@ mod tests {
                 codec_down: 1_100_000,
                 accepted: false,
                 reason: Some("non-finite".into()),
+                rejections: vec![],
                 train_loss: 0.5,
                 attacker: true,
             }],
@@ -229,6 +262,10 @@ mod tests {
             },
             rounds: vec![record(1, 0.9), record(2, 0.8)],
             wall_s: 3.0,
+            sockets: None,
+            centralized: None,
+            dp_epsilon: None,
+            reproduce: String::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("report.json");

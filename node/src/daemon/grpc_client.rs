@@ -14,6 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::client::{AnnouncementStream, ClientError, CoordinatorClient, SubmitAck};
+use super::counting::{SocketCounters, connector};
 
 /// Where the coordinator is and the node's TLS material.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +89,28 @@ pub struct GrpcClient {
 impl GrpcClient {
     /// A lazily connecting client; no I/O happens until the first call.
     pub fn new(target: &Target, max_adapter_bytes: u64) -> Result<Self, ConnectError> {
+        let channel = Self::endpoint(target)?.connect_lazy();
+        Ok(Self {
+            inner: PbClient::new(channel),
+            max_adapter_bytes,
+        })
+    }
+
+    /// Like [`Self::new`], dialling through a byte-counting TCP connector: `counters` then hold
+    /// every byte this client sends and receives at the socket (TLS and HTTP/2 included).
+    pub fn with_counters(
+        target: &Target,
+        max_adapter_bytes: u64,
+        counters: SocketCounters,
+    ) -> Result<Self, ConnectError> {
+        let channel = Self::endpoint(target)?.connect_with_connector_lazy(connector(counters));
+        Ok(Self {
+            inner: PbClient::new(channel),
+            max_adapter_bytes,
+        })
+    }
+
+    fn endpoint(target: &Target) -> Result<Endpoint, ConnectError> {
         let tls = ClientTlsConfig::new()
             .domain_name(target.server_name.clone())
             .ca_certificate(Certificate::from_pem(read(&target.ca_cert)?))
@@ -96,17 +119,12 @@ impl GrpcClient {
             addr: target.addr.clone(),
             source,
         };
-        let channel = Endpoint::from_shared(format!("https://{}", target.addr))
+        Ok(Endpoint::from_shared(format!("https://{}", target.addr))
             .map_err(endpoint_err)?
             .tls_config(tls)
             .map_err(endpoint_err)?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Self {
-            inner: PbClient::new(channel),
-            max_adapter_bytes,
-        })
+            .tcp_nodelay(true))
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod counting;
 pub mod grpc_client;
 pub mod local_data;
 pub mod runtime;

@@ -4,9 +4,10 @@
 //! One round: rebuild the global TALoRA adapter from the delta the coordinator sent (A comes from
 //! the run seed, so every node holds the same A bit for bit) → train a copy with
 //! [`ruvdllm::adapter::train::run`] → send `trained − global`. Before and after training the node
-//! measures [`band_losses`] on its small local validation set with the same noise seed, and
+//! measures the per-band loss on its small local validation set with the same noise seed, and
 //! reports the per-band fall as its band metrics: the coordinator's DAF uses them to weigh the
-//! domain band, capped so no node can buy influence with a large claim.
+//! domain band, capped so no node can buy influence with a large claim. (Three passes, one per
+//! band; the overall validation loss is their width-weighted mean.)
 //!
 //! The base model is shared read-only (`Arc<Model>`); training runs on a differentiable clone
 //! inside `train::run`, so the base is never modified.
@@ -15,10 +16,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand::SeedableRng;
-use ruvdllm::adapter::train::{self, BandLosses, TrainOptions, TrainReport, band_losses};
+use ruvdllm::adapter::train::{self, BandLosses, TrainOptions, TrainReport};
 use ruvdllm::adapter::{Band, Shape, Spec, Talora};
 use ruvdllm::candle_core::DType;
 use ruvdllm::delta::Delta;
+use ruvdllm::eval::heldout_loss_in;
 use ruvdllm::model::Model;
 use ruvdllm::train::Example;
 
@@ -174,6 +176,8 @@ impl TaloraTrainer {
             .map_err(|e| TrainError(format!("the global adapter does not fit this node: {e}")))
     }
 
+    /// Validation loss inside each band; `all` is their mean weighted by the bands' widths in
+    /// `t` (an unbiased estimate of the loss over all of `t` that costs three passes, not four).
     fn validation_losses(&self, adapter: &Talora) -> Result<BandLosses, TrainError> {
         let mut m = (*self.model).clone();
         m.set_adapter(
@@ -181,14 +185,23 @@ impl TaloraTrainer {
                 .to_adapter(&self.model)
                 .map_err(|e| TrainError(format!("attaching the adapter: {e}")))?,
         );
-        band_losses(
-            &m,
-            &self.validation,
-            self.opts.seq_len,
-            self.seed ^ 0x5EED_0F7A,
-            EVAL_BATCH,
-        )
-        .map_err(|e| TrainError(format!("validation loss: {e}")))
+        let mut bands = [0.0; 3];
+        let mut all = 0.0;
+        for band in Band::ALL {
+            let range = band.t_range();
+            let loss = heldout_loss_in(
+                &m,
+                &self.validation,
+                self.opts.seq_len,
+                self.seed ^ 0x5EED_0F7A,
+                EVAL_BATCH,
+                range,
+            )
+            .map_err(|e| TrainError(format!("validation loss: {e}")))?;
+            bands[band.index()] = loss;
+            all += (range.1 - range.0) * loss;
+        }
+        Ok(BandLosses { all, bands })
     }
 
     /// Trains one round from `global`; returns the update and this round's statistics.

@@ -1,0 +1,270 @@
+//! `--processes`: every node is its own OS process running the node daemon
+//! (`node run --config nodes/<id>/node.toml`), exactly as an operator would start it; only the
+//! coordinator and the held-out evaluation stay in this process.
+//!
+//! The generated configs carry the same data assignment, training options and codec as the
+//! in-process mode. What this process cannot observe inside another one — per-node socket bytes,
+//! training timestamps, training loss — is left at zero in the rows; the round's total latency,
+//! aggregation time, acceptances and held-out figures are measured here as in-process. Node
+//! processes run freely from round to round (nothing gates them); after the last round closes
+//! they get SIGTERM, which the daemon handles gracefully.
+//!
+//! The node binary is `--node-bin`, else `node` next to this executable. A `coordinator` binary
+//! passed as `--node-bin` (or running this simulation itself without a `node` beside it) runs the
+//! same node daemon code through its hidden `sim-node` subcommand.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ruvdllm_node::config::{Data, File as NodeFile, Tls, Train};
+use ruvdllm_node::daemon::local_data::DataSource;
+
+use super::cluster::{self, node_id};
+use super::events::NodeEvents;
+use super::record::{self, NodeView};
+use super::report::table_row;
+use super::run::{Driven, Observer, Prepared};
+use crate::daemon::Running;
+
+/// How to start a node process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeBin {
+    /// `node run --config …`
+    Node(PathBuf),
+    /// `coordinator sim-node --config …` (the same daemon code).
+    Coordinator(PathBuf),
+}
+
+impl NodeBin {
+    /// Resolves `--node-bin` or the binaries next to this executable.
+    pub fn resolve(flag: Option<&Path>) -> anyhow::Result<Self> {
+        let classify = |p: &Path| {
+            if p.file_stem().is_some_and(|s| s == "coordinator") {
+                NodeBin::Coordinator(p.to_path_buf())
+            } else {
+                NodeBin::Node(p.to_path_buf())
+            }
+        };
+        if let Some(p) = flag {
+            anyhow::ensure!(p.is_file(), "--node-bin {} is not a file", p.display());
+            return Ok(classify(p));
+        }
+        let exe = std::env::current_exe().context("locating this executable")?;
+        let dir = exe.parent().unwrap_or(Path::new("."));
+        for c in [dir.join("node"), dir.join("../node")] {
+            if c.is_file() {
+                return Ok(NodeBin::Node(c));
+            }
+        }
+        if exe.file_stem().is_some_and(|s| s == "coordinator") {
+            return Ok(NodeBin::Coordinator(exe));
+        }
+        anyhow::bail!(
+            "no `node` binary next to {} (build it with `cargo build -p ruvdllm-node`, or pass --node-bin)",
+            exe.display()
+        )
+    }
+
+    fn command(&self, config: &Path) -> Command {
+        let (bin, sub) = match self {
+            NodeBin::Node(p) => (p, "run"),
+            NodeBin::Coordinator(p) => (p, "sim-node"),
+        };
+        let mut c = Command::new(bin);
+        c.arg(sub).arg("--config").arg(config);
+        c
+    }
+}
+
+/// Writes `nodes/<id>/node.toml` for node `i` (and its corpus share, if any).
+fn write_config(prep: &Prepared, addr: std::net::SocketAddr, i: usize) -> anyhow::Result<PathBuf> {
+    let a = &prep.cfg.args;
+    let id = node_id(i);
+    let dir = prep.out.nodes().join(&id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target = cluster::target(&prep.pki, addr, i);
+    let mut data = Data {
+        samples: a.samples,
+        validation: a.validation,
+        ..Data::default()
+    };
+    if a.corpus.is_empty() {
+        if let DataSource::Builtin {
+            domain,
+            split,
+            shard,
+            shards,
+        } = cluster::builtin_source(i, a.nodes)
+        {
+            data.domain = domain.name().into();
+            data.split = split.name().into();
+            data.shard = shard;
+            data.shards = shards;
+        }
+    } else {
+        let d = &prep.data[i];
+        let text: String = d
+            .train
+            .iter()
+            .chain(&d.validation)
+            .map(|s| format!("{}\n", s.answer))
+            .collect();
+        let path = dir.join("corpus.txt");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        data.corpus = vec![path];
+    }
+    let opts = super::inprocess::node_train_options(prep);
+    let file = NodeFile {
+        node_id: id,
+        coordinator: target.addr.clone(),
+        server_name: target.server_name.clone(),
+        base_model: prep.model_path.clone(),
+        base_model_hash: prep.base_hash.clone(),
+        codec: prep.cfg.mode.to_string(),
+        zstd_level: 3,
+        max_adapter_bytes: 256 << 20,
+        backoff_base_ms: 50,
+        backoff_max_ms: 2000,
+        tls: Tls {
+            ca_cert: target.ca_cert,
+            cert: target.cert,
+            key: target.key,
+        },
+        data,
+        train: Train {
+            steps: opts.steps,
+            batch_size: opts.batch_size,
+            seq_len: opts.seq_len,
+            lr: opts.lr,
+            warmup: opts.warmup,
+            seed: a.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9),
+            ..Train::default()
+        },
+    };
+    let path = dir.join("node.toml");
+    std::fs::write(&path, toml::to_string(&file)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn stop(children: &mut [(usize, Child)]) {
+    for (_, c) in children.iter() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (_, c) in children.iter_mut() {
+        while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+}
+
+pub async fn drive(
+    prep: &Arc<Prepared>,
+    running: &Running,
+    obs: &dyn Observer,
+) -> anyhow::Result<Driven> {
+    let a = &prep.cfg.args;
+    let bin = NodeBin::resolve(a.node_bin.as_deref())?;
+    let mut children: Vec<(usize, Child)> = Vec::with_capacity(a.nodes);
+    let spawned: anyhow::Result<()> = (|| {
+        for i in 0..a.nodes {
+            let config = write_config(prep, running.addr, i)?;
+            let log = std::fs::File::create(config.with_file_name("node.log"))?;
+            let child = bin
+                .command(&config)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .with_context(|| format!("starting {bin:?} for {}", node_id(i)))?;
+            children.push((i, child));
+        }
+        Ok(())
+    })();
+    let result = match spawned {
+        Ok(()) => rounds(prep, running, obs, &mut children).await,
+        Err(e) => Err(e),
+    };
+    let mut kids = std::mem::take(&mut children);
+    tokio::task::spawn_blocking(move || stop(&mut kids))
+        .await
+        .context("stopping node processes")?;
+    result
+}
+
+async fn rounds(
+    prep: &Arc<Prepared>,
+    running: &Running,
+    obs: &dyn Observer,
+    children: &mut [(usize, Child)],
+) -> anyhow::Result<Driven> {
+    let a = &prep.cfg.args;
+    let mut closed_rx = running.service.closed_rounds();
+    let mut out = Vec::new();
+    let mut start = Instant::now();
+    for r in 1..=a.rounds {
+        obs.round_started(r);
+        let deadline = Instant::now() + Duration::from_secs(a.round_timeout + 30);
+        let closed = loop {
+            if let Some(c) = closed_rx.borrow().iter().find(|c| c.report.round == r) {
+                break c.clone();
+            }
+            for (i, c) in children.iter_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    anyhow::bail!(
+                        "{} exited during round {r} ({status}); see {}",
+                        node_id(*i),
+                        prep.out
+                            .nodes()
+                            .join(node_id(*i))
+                            .join("node.log")
+                            .display()
+                    );
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "round {r} did not close in time");
+            let _ = tokio::time::timeout(Duration::from_millis(200), closed_rx.changed()).await;
+        };
+        let views: Vec<NodeView> = (0..a.nodes)
+            .map(|i| NodeView {
+                events: NodeEvents {
+                    outcome: closed.report.nodes.contains(&node_id(i)).then_some(None),
+                    ..NodeEvents::default()
+                },
+                before: Default::default(),
+                attacker: false,
+            })
+            .collect();
+        let p = prep.clone();
+        let global = closed.global.clone();
+        let quality = tokio::task::spawn_blocking(move || {
+            p.save_adapter(r, &global)?;
+            p.quality(Some(&global))
+        })
+        .await
+        .context("evaluation task")??;
+        let rec = record::build(r, start, &views, &closed, quality);
+        start = closed.closed_at;
+        obs.line(&table_row(&rec));
+        obs.round_finished(r);
+        out.push(rec);
+    }
+    Ok(Driven {
+        rounds: out,
+        sockets: None,
+    })
+}

@@ -1,0 +1,284 @@
+//! `coordinator simulate` end to end on the committed tiny base, with small settings: byte counts
+//! against both ends' socket counters, the report's fields, the saved adapters reproducing the
+//! reported held-out loss, the norm-bound pre-filter against a scaling attack, a robust rule
+//! against sign flipping, FedAvg breaking under scaling, and the one-process-per-node mode.
+
+#![cfg(feature = "sim")]
+
+use std::sync::Mutex;
+
+use clap::Parser;
+use ruvdllm::adapter::Talora;
+use ruvdllm::data::{self, Domain, Generator, Split};
+use ruvdllm::eval;
+use ruvdllm_coordinator::sim::{Observer, Report, SimArgs, run};
+
+#[derive(Parser)]
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(flatten)]
+    args: SimArgs,
+}
+
+#[derive(Default)]
+struct Lines(Mutex<Vec<String>>);
+
+impl Observer for Lines {
+    fn line(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
+
+/// Small settings every test starts from.
+fn simulate(out: &std::path::Path, extra: &[&str]) -> (Report, Vec<String>) {
+    let out = out.to_str().unwrap().to_string();
+    let mut argv = vec![
+        "simulate",
+        "--nodes",
+        "3",
+        "--rounds",
+        "2",
+        "--local-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--samples",
+        "16",
+        "--validation",
+        "2",
+        "--eval-n",
+        "2",
+        "--mc",
+        "1",
+        "--gen-length",
+        "8",
+        "--quiet",
+        "--out",
+        &out,
+    ];
+    argv.extend_from_slice(extra);
+    let cfg = Cli::parse_from(argv).args.validate().unwrap();
+    let lines = Lines::default();
+    let report = run(cfg, &lines).unwrap();
+    (report, lines.0.into_inner().unwrap())
+}
+
+#[test]
+fn three_nodes_two_rounds_bytes_fields_and_reproducible_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, lines) = simulate(dir.path(), &[]);
+    assert_eq!(report.rounds.len(), 2);
+    assert!(
+        lines.iter().any(|l| l.starts_with("settings:")),
+        "{lines:?}"
+    );
+
+    // Bytes: every byte a node's socket moved is in exactly one round or its tail, and what the
+    // nodes sent is what the coordinator's own socket counters read.
+    let s = report.sockets.as_ref().expect("in-process socket totals");
+    for i in 0..3 {
+        let up: u64 = report.rounds.iter().map(|r| r.nodes[i].socket_up).sum();
+        let down: u64 = report.rounds.iter().map(|r| r.nodes[i].socket_down).sum();
+        assert_eq!(up + s.tail_up[i], s.node_up[i], "node {i} up");
+        assert_eq!(down + s.tail_down[i], s.node_down[i], "node {i} down");
+        for r in &report.rounds {
+            let n = &r.nodes[i];
+            assert!(n.codec_up > 0 && n.socket_up > n.codec_up, "{n:?}");
+            assert!(n.codec_down > 0 && n.socket_down > n.codec_down, "{n:?}");
+        }
+    }
+    assert_eq!(s.node_up.iter().sum::<u64>(), s.coordinator_read);
+    assert!(s.node_down.iter().sum::<u64>() <= s.coordinator_written);
+
+    // Every field of every round is in report.json.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    for key in [
+        "config",
+        "seed",
+        "base",
+        "rounds",
+        "wall_s",
+        "sockets",
+        "reproduce",
+    ] {
+        assert!(json.get(key).is_some(), "report lacks {key}");
+    }
+    for r in json["rounds"].as_array().unwrap() {
+        for key in [
+            "round",
+            "latency",
+            "nodes",
+            "accepted",
+            "rejected",
+            "rejected_by_reason",
+            "aggregation_notes",
+            "quality",
+        ] {
+            assert!(r.get(key).is_some(), "round lacks {key}");
+        }
+        for key in [
+            "train_s",
+            "upload_s",
+            "aggregate_s",
+            "distribute_s",
+            "total_s",
+        ] {
+            assert!(r["latency"][key].as_f64().unwrap() >= 0.0, "{key}");
+        }
+        for key in [
+            "heldout_loss",
+            "ppl_bound",
+            "exact_match_correct",
+            "exact_match_total",
+        ] {
+            assert!(r["quality"].get(key).is_some(), "quality lacks {key}");
+        }
+        for n in r["nodes"].as_array().unwrap() {
+            for key in [
+                "node",
+                "socket_up",
+                "socket_down",
+                "codec_up",
+                "codec_down",
+                "accepted",
+                "reason",
+                "rejections",
+                "train_loss",
+                "attacker",
+            ] {
+                assert!(n.get(key).is_some(), "node lacks {key}");
+            }
+        }
+    }
+    assert!(dir.path().join("quality.svg").is_file() && dir.path().join("bytes.svg").is_file());
+
+    // The saved global adapter of the last round gives the reported held-out loss, computed the
+    // way `node eval` does (per domain, fixed noise seed, sample-weighted mean).
+    let talora = Talora::load(&dir.path().join("adapters/round-002")).unwrap();
+    let (loaded, tok) = ruvdllm_node::model_arg::load(None).unwrap();
+    let mut model = loaded.model;
+    model.set_adapter(talora.to_adapter(&model).unwrap());
+    let g = Generator::new(data::DEFAULT_SEED);
+    let (mut sum, mut rows) = (0.0, 0usize);
+    for d in Domain::ALL {
+        let ex = eval::examples(&g.samples(Split::HeldOut, d, 2), tok.as_ref());
+        sum += eval::heldout_loss(&model, &ex, 32, 0, 16).unwrap() * ex.len() as f64;
+        rows += ex.len();
+    }
+    let last = report.rounds.last().unwrap().quality.heldout_loss;
+    assert_eq!(sum / rows as f64, last);
+}
+
+#[test]
+fn norm_bound_rejects_exactly_the_scaling_attackers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, _) = simulate(
+        dir.path(),
+        &[
+            "--nodes",
+            "6",
+            "--rounds",
+            "1",
+            // Three steps: every band trains, so every band's attack is non-zero.
+            "--local-steps",
+            "3",
+            "--byzantine",
+            "2",
+            "--attack",
+            "scaling:1000",
+            "--norm-bound",
+            "5",
+            "--rule",
+            "fedavg",
+        ],
+    );
+    for r in &report.rounds {
+        for n in &r.nodes {
+            let norm_rejected = n.rejections.iter().any(|x| x.contains("norm"));
+            assert_eq!(norm_rejected, n.attacker, "{n:?}");
+            assert_eq!(n.accepted, !n.attacker, "{n:?}");
+        }
+        assert_eq!(r.rejected, 2);
+    }
+}
+
+#[test]
+fn a_robust_rule_keeps_learning_with_a_sign_flipping_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, _) = simulate(
+        dir.path(),
+        &[
+            "--nodes",
+            "5",
+            "--rule",
+            "median",
+            "--byzantine",
+            "1",
+            "--attack",
+            "sign-flip:5",
+        ],
+    );
+    let last = report.rounds.last().unwrap().quality.heldout_loss;
+    assert!(
+        last < report.base.heldout_loss,
+        "held-out loss {} → {last}",
+        report.base.heldout_loss
+    );
+}
+
+#[test]
+fn fedavg_breaks_under_a_large_scaling_attack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, _) = simulate(
+        dir.path(),
+        &[
+            "--nodes",
+            "5",
+            "--rounds",
+            "1",
+            "--rule",
+            "fedavg",
+            "--byzantine",
+            "1",
+            "--attack",
+            "scaling:1000",
+        ],
+    );
+    let last = report.rounds.last().unwrap().quality.heldout_loss;
+    assert!(
+        last.is_nan() || last >= report.base.heldout_loss,
+        "FedAvg should not improve under attack: {} → {last}",
+        report.base.heldout_loss
+    );
+    assert!(report.rounds[0].nodes.iter().all(|n| n.accepted));
+}
+
+#[test]
+fn processes_mode_runs_each_node_as_its_own_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_coordinator");
+    let (report, _) = simulate(
+        dir.path(),
+        &[
+            "--rounds",
+            "1",
+            "--rule",
+            "trimmed-mean",
+            "--processes",
+            "--node-bin",
+            bin,
+        ],
+    );
+    assert_eq!(report.rounds.len(), 1);
+    assert_eq!(report.rounds[0].accepted, 3);
+    assert!(report.sockets.is_none());
+    for i in 0..3 {
+        let node = dir.path().join(format!("nodes/node-{i:02}"));
+        assert!(node.join("node.toml").is_file());
+        let log = std::fs::read_to_string(node.join("node.log")).unwrap();
+        assert!(log.contains("update accepted"), "{log}");
+    }
+}
