@@ -37,6 +37,18 @@ pub enum Command {
     SimNode(ruvdllm_node::run_cmd::ConfigArgs),
 }
 
+impl Cli {
+    /// The log filter used when `RUST_LOG` is unset: the daemons log at `info`; `simulate` prints
+    /// its own round table, so its eleven in-process daemons only log warnings and errors.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            #[cfg(feature = "sim")]
+            Command::Simulate(_) => "warn",
+            _ => "info",
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Aggregate(args) => crate::aggregate_cmd::run(args),
