@@ -174,7 +174,7 @@ impl SimConfig {
             "rule_coarse": a.rule_coarse,
             "rule_domain": a.rule_domain,
             "rule_fine": a.rule_fine,
-            "aggregation": format!("{:?}", self.daf),
+            "aggregation": self.daf,
             "norm_bound": a.norm_bound,
             "byzantine": a.byzantine,
             "attackers": self.attackers,

@@ -9,14 +9,17 @@ use std::str::FromStr;
 use super::error::ParseNameError;
 
 /// An aggregation rule over flattened deltas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Rule {
+    #[serde(rename = "fedavg")]
     FedAvg,
     Median,
     TrimmedMean,
     Krum,
     MultiKrum,
     Bulyan,
+    #[serde(rename = "geomedian")]
     GeoMedian,
     CenteredClip,
 }
@@ -33,6 +36,7 @@ impl Rule {
         Rule::CenteredClip,
     ];
 
+    /// The rule's spelling on the command line and in configs (also its serde name).
     pub fn name(self) -> &'static str {
         match self {
             Rule::FedAvg => "fedavg",
@@ -71,7 +75,8 @@ impl FromStr for Rule {
 
 /// How raw per-input weights (sample counts, held-out improvements) are capped so that no single
 /// node can buy influence by over-reporting.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WeightCap {
     None,
     /// No weight above this value.
@@ -81,7 +86,7 @@ pub enum WeightCap {
 }
 
 /// Parameters read by the rules (each rule reads the ones it needs).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Params {
     /// Assumed number of Byzantine inputs.
     pub f: usize,
@@ -118,7 +123,7 @@ impl Default for Params {
 
 /// A rule, its parameters and an optional fallback run (and recorded) when the rule's condition
 /// on n and f fails.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RuleConfig {
     pub rule: Rule,
     pub params: Params,
@@ -153,6 +158,13 @@ mod tests {
     fn rule_names_roundtrip() {
         for r in Rule::ALL {
             assert_eq!(r.name().parse::<Rule>().unwrap(), r);
+        }
+        for r in Rule::ALL {
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                r.name(),
+                "serde name of {r:?}"
+            );
         }
         let e = "krumm".parse::<Rule>().unwrap_err();
         assert_eq!(e.got, "krumm");

@@ -89,7 +89,8 @@ impl fmt::Display for Group {
 }
 
 /// Where a group's per-input weights come from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WeightSource {
     /// The node's sample count (FedAvg).
     Samples,
@@ -98,7 +99,7 @@ pub enum WeightSource {
 }
 
 /// How one group is aggregated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GroupConfig {
     pub rule: RuleConfig,
     pub weights: WeightSource,
@@ -132,7 +133,7 @@ impl GroupConfig {
 }
 
 /// Per-group configs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DafConfig {
     pub coarse: GroupConfig,
     pub domain: GroupConfig,

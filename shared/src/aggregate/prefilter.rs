@@ -21,7 +21,8 @@ use super::kernels;
 use super::report::{InputReport, RejectReason, Status};
 
 /// The norm pre-filter's bound.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NormBound {
     Absolute(f64),
     /// This multiple of the median norm of the finite inputs (scale-free).
@@ -29,7 +30,7 @@ pub enum NormBound {
 }
 
 /// Pre-filter settings; `Default` is non-finite rejection only.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Prefilter {
     /// Reject inputs with ‖x‖ above this bound.
     pub norm_bound: Option<NormBound>,
