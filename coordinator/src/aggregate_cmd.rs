@@ -40,6 +40,13 @@ pub struct AggregateArgs {
     /// Reject inputs whose L2 norm exceeds this bound.
     #[arg(long)]
     pub norm_bound: Option<f64>,
+    /// Reject inputs whose cosine to the previous global (`--previous`) is below this.
+    #[arg(long, requires = "previous")]
+    pub cosine_threshold: Option<f64>,
+    /// The previous global adapter (safetensors): the reference of the cosine pre-filter, here and
+    /// in the domain band of --bands (the coordinator passes its pre-round global).
+    #[arg(long)]
+    pub previous: Option<PathBuf>,
     /// Rule run (and reported) when --rule refuses for its n/f condition.
     #[arg(long)]
     pub fallback: Option<Rule>,
@@ -118,6 +125,7 @@ fn rule_config(args: &AggregateArgs) -> RuleConfig {
 fn prefilter(args: &AggregateArgs) -> Prefilter {
     Prefilter {
         norm_bound: args.norm_bound.map(NormBound::Absolute),
+        cosine_threshold: args.cosine_threshold,
         ..Prefilter::default()
     }
 }
@@ -159,6 +167,21 @@ pub fn run_to(args: &AggregateArgs, w: &mut dyn Write) -> anyhow::Result<()> {
     let inputs = load_inputs(&args.inputs)?;
     let rule = rule_config(args);
     let filters = prefilter(args);
+    let previous = match &args.previous {
+        Some(path) => {
+            let (p, _) =
+                delta_io::load(path).with_context(|| format!("loading {}", path.display()))?;
+            let p = inputs[0].delta.aligned(&p).with_context(|| {
+                format!(
+                    "{} does not match the tensors of {}",
+                    path.display(),
+                    args.inputs[0].display()
+                )
+            })?;
+            Some(p)
+        }
+        None => None,
+    };
     let result: Delta = if args.bands {
         let mut cfg = DafConfig::new(args.f);
         for g in [&mut cfg.coarse, &mut cfg.fine, &mut cfg.other] {
@@ -171,7 +194,7 @@ pub fn run_to(args: &AggregateArgs, w: &mut dyn Write) -> anyhow::Result<()> {
         if let Some(b) = args.norm_bound {
             cfg.domain.prefilter.norm_bound = Some(NormBound::Absolute(b));
         }
-        let out = daf::aggregate_bands(&inputs, None, &cfg)?;
+        let out = daf::aggregate_bands(&inputs, previous.as_ref(), &cfg)?;
         for g in &out.groups {
             let title = format!("group {} ({} tensors)", g.group, g.tensors);
             write_report(w, &title, &g.outcome)?;
@@ -192,7 +215,8 @@ pub fn run_to(args: &AggregateArgs, w: &mut dyn Write) -> anyhow::Result<()> {
                 weight: i.meta.samples,
             })
             .collect();
-        let out = aggregate::aggregate(&agg_inputs, None, &rule, &filters)?;
+        let prev = previous.as_ref().map(Delta::flatten);
+        let out = aggregate::aggregate(&agg_inputs, prev.as_deref(), &rule, &filters)?;
         write_report(w, "all tensors", &out)?;
         reference.with_flat(&out.aggregate)?
     };

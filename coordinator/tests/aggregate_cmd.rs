@@ -41,6 +41,8 @@ fn args(inputs: Vec<PathBuf>, out: PathBuf, rule: Rule, f: usize) -> AggregateAr
         m: None,
         bands: false,
         norm_bound: None,
+        cosine_threshold: None,
+        previous: None,
         fallback: None,
         inputs,
         out,
@@ -176,4 +178,50 @@ fn bands_use_daf_with_file_metadata() {
     assert_eq!(agg.get(coarse).unwrap().data, vec![2.5; 4]);
     let d = agg.get(domain).unwrap().data[0];
     assert!((d - 7.0 / 3.0).abs() < 1e-6, "{d}");
+}
+
+#[test]
+fn cosine_prefilter_against_the_previous_global() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two inputs along the previous global, one against it.
+    let inputs: Vec<PathBuf> = [1.0f32, 2.0, -3.0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            write(
+                dir.path(),
+                &format!("n{i}.safetensors"),
+                &[(PEFT_A, vec![4, 2], *v), (PEFT_B, vec![3, 2], *v)],
+                &[],
+            )
+        })
+        .collect();
+    // The previous global lists its tensors in the other order: it is aligned by name.
+    let previous = write(
+        dir.path(),
+        "prev.safetensors",
+        &[(PEFT_B, vec![3, 2], 0.5), (PEFT_A, vec![4, 2], 0.5)],
+        &[],
+    );
+    let out = dir.path().join("agg.safetensors");
+    let mut a = args(inputs, out.clone(), Rule::FedAvg, 0);
+    a.cosine_threshold = Some(0.0);
+    a.previous = Some(previous);
+    let mut report = Vec::new();
+    run_to(&a, &mut report).unwrap();
+    let text = String::from_utf8(report).unwrap();
+    assert_eq!(text.matches("rejected").count(), 1, "{text}");
+    let (agg, _) = delta_io::load(&out).unwrap();
+    // Equal sample weights over the two kept inputs: (1 + 2) / 2.
+    assert!(agg.tensors.iter().all(|t| t.data.iter().all(|&x| x == 1.5)));
+    // A previous global of another layout is refused with both file names.
+    let odd = write(
+        dir.path(),
+        "odd.safetensors",
+        &[(PEFT_A, vec![2, 2], 0.5)],
+        &[],
+    );
+    a.previous = Some(odd);
+    let e = run_to(&a, &mut Vec::new()).unwrap_err();
+    assert!(format!("{e:#}").contains("odd.safetensors"), "{e:#}");
 }

@@ -195,7 +195,7 @@ fn offline(rounds: u64) -> Delta {
             });
         }
         let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
-        let agg = aggregate_bands(&daf_inputs(&pairs), None, &DafConfig::new(0)).unwrap();
+        let agg = aggregate_bands(&daf_inputs(&pairs), Some(&global), &DafConfig::new(0)).unwrap();
         global = apply(&global, &agg.delta).unwrap();
     }
     global

@@ -2,7 +2,8 @@
 //!
 //! Inputs are ordered by node id before aggregating, so the result does not depend on arrival
 //! order (or on whether the coordinator restarted mid-round); an offline
-//! [`aggregate_bands`] over the same deltas in the same order gives the same global bit for bit.
+//! [`aggregate_bands`] over the same deltas in the same order, with the pre-round global as the
+//! previous global of the cosine pre-filter, gives the same global bit for bit.
 
 use std::collections::BTreeMap;
 
@@ -92,8 +93,17 @@ pub fn close_round(
         groups: Vec::new(),
         failed: None,
     };
-    let result = aggregate_bands(&daf, None, cfg)
-        .map_err(|e| e.to_string())
+    // The pre-round global is the "previous global" of the cosine pre-filter (an all-zero global,
+    // as before round 1's aggregation, disables it).
+    let previous = match daf.first().map(|d| d.delta.aligned(global)) {
+        Some(Err(e)) => Err(e.to_string()),
+        Some(Ok(p)) => Ok(Some(p)),
+        None => Ok(None),
+    };
+    let result = previous
+        .and_then(|previous| {
+            aggregate_bands(&daf, previous.as_ref(), cfg).map_err(|e| e.to_string())
+        })
         .and_then(|out| {
             let g = apply(global, &out.delta).map_err(|e| e.to_string())?;
             Ok((g, out))

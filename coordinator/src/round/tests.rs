@@ -215,7 +215,8 @@ fn quorum_closes_early_and_matches_offline_aggregation() {
         .collect();
     let deltas: Vec<Delta> = values.iter().map(|(_, v)| layout(*v)).collect();
     let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
-    let offline = aggregate_bands(&daf_inputs(&pairs), None, &DafConfig::new(0)).unwrap();
+    let offline =
+        aggregate_bands(&daf_inputs(&pairs), Some(&layout(0.0)), &DafConfig::new(0)).unwrap();
     let expected = apply(&layout(0.0), &offline.delta).unwrap();
     assert_eq!(m.global(), &expected);
     // Plain mean of 1..4 everywhere (f = 0): 2.5.
@@ -316,4 +317,34 @@ fn refused_aggregation_advances_with_unchanged_global() {
     }
     assert_eq!(m.round(), 2);
     assert_eq!(m.global(), &layout(0.0));
+}
+
+#[test]
+fn domain_cosine_prefilter_uses_the_pre_round_global() {
+    let mut m = machine();
+    // Round 1: the global is all zero, so nothing is filtered by direction.
+    let mut last = Vec::new();
+    for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+        last = m.handle(10 + i as u64, sub(n, 1, &format!("r1{n}"), 1.0));
+    }
+    let r1 = closed(&last).expect("round 1 closed").clone();
+    assert!(r1.groups.iter().all(|g| g.rejected.is_empty()), "{r1:?}");
+    // Round 2: "d" pushes against the global; DAF's domain band (cosine ≥ 0) drops it there
+    // and only there.
+    for (i, (n, v)) in [("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", -1.0)]
+        .iter()
+        .enumerate()
+    {
+        last = m.handle(100 + i as u64, sub(n, 2, &format!("r2{n}"), *v));
+    }
+    let r2 = closed(&last).expect("round 2 closed").clone();
+    for g in &r2.groups {
+        if g.group == "domain" {
+            assert_eq!(g.rejected.len(), 1, "{g:?}");
+            assert_eq!(g.rejected[0].0, "d");
+            assert!(g.rejected[0].1.contains("cosine"), "{g:?}");
+        } else {
+            assert!(g.rejected.is_empty(), "{g:?}");
+        }
+    }
 }

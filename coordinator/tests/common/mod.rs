@@ -272,7 +272,7 @@ pub fn offline_round(global: &Delta, updates: &[&Update]) -> Delta {
         .map(|u| global.aligned(&u.decoded()).unwrap())
         .collect();
     let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
-    let out = aggregate_bands(&daf_inputs(&pairs), None, &DafConfig::new(0)).unwrap();
+    let out = aggregate_bands(&daf_inputs(&pairs), Some(global), &DafConfig::new(0)).unwrap();
     apply(global, &out.delta).unwrap()
 }
 
