@@ -76,6 +76,7 @@ pub fn prepare(dir: &Path, nodes: usize, listen: &str) -> anyhow::Result<(Layout
             max_payload_bytes: MAX_BYTES,
         },
         aggregation: Default::default(),
+        ..File::default()
     };
     Ok((pki, file))
 }

@@ -112,6 +112,7 @@ pub fn coordinator_settings(
     round_timeout_ms: u64,
 ) -> Settings {
     Settings {
+        transport: crate::config::Transport::Grpc,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics_listen: None,
         state_dir: out.state(),

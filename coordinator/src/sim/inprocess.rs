@@ -107,6 +107,7 @@ pub async fn drive(
             max_adapter_bytes: MAX_ADAPTER_BYTES,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(10),
         };
         let runtime = Runtime::new(client, trainer, settings);
         let mut stop_rx = stop_rx.clone();

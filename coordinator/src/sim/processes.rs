@@ -143,6 +143,7 @@ fn write_config(prep: &Prepared, addr: std::net::SocketAddr, i: usize) -> anyhow
             seed: a.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9),
             ..Train::default()
         },
+        ..NodeFile::default()
     };
     let path = dir.join("node.toml");
     std::fs::write(&path, toml::to_string(&file)?)
