@@ -31,7 +31,7 @@ pub enum Command {
     #[command(subcommand)]
     Certs(crate::run_cmd::CertsCmd),
     /// Simulate federated rounds: the coordinator and N nodes on this machine over real
-    /// gRPC+mTLS sockets, with a round table, report.json and SVG plots.
+    /// loopback sockets (gRPC+mTLS or libp2p), with a round table, report.json and SVG plots.
     #[cfg(feature = "sim")]
     Simulate(Box<crate::sim::SimArgs>),
     /// Run one node daemon (`node run`'s code; used by `simulate --processes`).
