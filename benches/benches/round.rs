@@ -1,4 +1,5 @@
-//! Criterion bench of one federated round at the 7B shape over real gRPC + mutual TLS sockets:
+//! Criterion bench of one federated round at the 7B shape over real sockets, gRPC + mutual TLS and
+//! libp2p:
 //! 10 nodes fetch the global TALoRA adapter and submit distinct int8 (and int4+top-k) encoded
 //! 3,670,016-value deltas; the coordinator (in this process) aggregates with the DAF defaults and
 //! publishes the next round. Encoding the payloads is outside the timed region. The per-codec and
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ruvdllm::codec::Mode;
-use ruvdllm_benches::round::{self, Fleet};
+use ruvdllm_benches::round::{self, Endpoint, Fleet, TransportKind};
 
 const NODES: usize = 10;
 
@@ -22,20 +23,31 @@ fn round_7b(c: &mut Criterion) {
     let mut g = c.benchmark_group("round_7b");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
-    for codec in ["int8", "int4+topk:0.1"] {
+    for (transport, codec) in [
+        (TransportKind::Grpc, "int8"),
+        (TransportKind::Grpc, "int4+topk:0.1"),
+        (TransportKind::Libp2p, "int8"),
+        (TransportKind::Libp2p, "int4+topk:0.1"),
+    ] {
         let mode: Mode = codec.parse().expect("valid mode");
         let (_guard, dir) = round::workdir("ruvdllm-round-bench-").expect("temp dir");
-        let (pki, file) = round::prepare(&dir, NODES, "127.0.0.1:0").expect("PKI and config");
+        let (pki, file) =
+            round::prepare(&dir, NODES, "127.0.0.1:0", transport).expect("PKI and config");
         let settings = file.validate().expect("valid config");
         let running = rt
             .block_on(ruvdllm_coordinator::daemon::start(settings))
             .expect("coordinator");
-        let addr = running.addr.to_string();
+        let at = Endpoint {
+            dir: dir.clone(),
+            pki,
+            transport,
+            addr: running.addr,
+        };
         let mut fleet = rt
-            .block_on(Fleet::connect(&pki, &addr, NODES))
+            .block_on(Fleet::connect(&at, NODES))
             .expect("nodes connect");
         let mut next = 1u64;
-        g.bench_function(format!("{NODES}_nodes/{codec}"), |b| {
+        g.bench_function(format!("{transport:?}/{NODES}_nodes/{codec}"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {

@@ -1,10 +1,11 @@
 //! Round latency and bandwidth at the 7B shape: N simulated nodes (no training) fetch the global
 //! TALoRA adapter and submit codec-encoded 7B-shaped deltas (3,670,016 B values) to a real
-//! coordinator over real gRPC + mutual TLS sockets on 127.0.0.1.
+//! coordinator over real sockets on 127.0.0.1 — gRPC + mutual TLS, or libp2p (Noise + yamux,
+//! allowlisted peer ids).
 //!
 //! Shared by the criterion bench (coordinator in-process) and `round_report` (coordinator in a
 //! child process, so its CPU time and peak RSS are its own). Each node is a real
-//! `ruvdllm_node` gRPC client dialling through a byte-counting connector; per round a node reads
+//! `ruvdllm_node` client of the chosen transport with its socket bytes counted; per round a node reads
 //! the announcement from its round stream, downloads the announced global adapter, and uploads
 //! a payload that is distinct per node and round (the coordinator refuses replays). The round
 //! ends when a separate watcher connection sees the next round announced — the coordinator has
@@ -20,11 +21,13 @@ use anyhow::Context;
 use ruvdllm::codec::{self, EncodeOptions, Mode};
 use ruvdllm::delta::Delta;
 use ruvdllm_coordinator::certs::{self, Layout};
-use ruvdllm_coordinator::config::{File, RoundSection, Tls};
+pub use ruvdllm_coordinator::config::TransportKind;
+use ruvdllm_coordinator::config::{File, Libp2pSection, RoundSection, Tls};
+use ruvdllm_node::daemon::any_client::{AnyClient, ClientTarget, P2pTarget, SocketBytes};
 use ruvdllm_node::daemon::client::AnnouncementStream;
-use ruvdllm_node::daemon::counting::SocketCounters;
-use ruvdllm_node::daemon::grpc_client::{GrpcClient, Target};
+use ruvdllm_node::daemon::grpc_client::Target;
 use ruvdllm_node::daemon::{ClientError, CoordinatorClient};
+use ruvdllm_proto::p2p;
 use ruvdllm_proto::{UpdateHeader, sha256_hex};
 use tokio_stream::StreamExt;
 
@@ -38,8 +41,36 @@ pub fn node_id(i: usize) -> String {
     format!("bench-{i:03}")
 }
 
-/// A PKI and coordinator config for `nodes` nodes in `dir` (listening on `listen`).
-pub fn prepare(dir: &Path, nodes: usize, listen: &str) -> anyhow::Result<(Layout, File)> {
+/// The libp2p key pair file of identity `id`.
+fn key_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join("keys").join(format!("{id}.key"))
+}
+
+/// Node ids plus the watcher.
+fn identities(nodes: usize) -> Vec<String> {
+    (0..nodes)
+        .map(node_id)
+        .chain(std::iter::once("watcher".to_string()))
+        .collect()
+}
+
+/// A PKI, libp2p keys and allowlist, and a coordinator config for `nodes` nodes in `dir`,
+/// serving `transport` on `listen` (`127.0.0.1:<port>`, port 0 for any).
+pub fn prepare(
+    dir: &Path,
+    nodes: usize,
+    listen: &str,
+    transport: TransportKind,
+) -> anyhow::Result<(Layout, File)> {
+    let socket: std::net::SocketAddr = listen.parse().context("listen address")?;
+    std::fs::create_dir_all(dir.join("keys"))?;
+    p2p::generate_keypair(&key_path(dir, "coordinator"))?;
+    let mut allowlist = String::new();
+    for id in identities(nodes) {
+        let kp = p2p::generate_keypair(&key_path(dir, &id))?;
+        allowlist.push_str(&format!("{} {id}\n", p2p::peer_id(&kp)));
+    }
+    std::fs::write(dir.join("allowlist.txt"), allowlist)?;
     let pki = Layout::new(dir.join("certs"));
     certs::init(&pki, &["localhost".into()])?;
     for i in 0..nodes {
@@ -76,6 +107,13 @@ pub fn prepare(dir: &Path, nodes: usize, listen: &str) -> anyhow::Result<(Layout
             max_payload_bytes: MAX_BYTES,
         },
         aggregation: Default::default(),
+        transport,
+        libp2p: Libp2pSection {
+            listen: format!("/ip4/{}/tcp/{}", socket.ip(), socket.port()),
+            key: key_path(dir, "coordinator"),
+            allowlist: dir.join("allowlist.txt"),
+            poll_wait_ms: 20_000,
+        },
     };
     Ok((pki, file))
 }
@@ -88,20 +126,47 @@ fn zero_like(d: &Delta) -> Delta {
     z
 }
 
-/// One simulated node: a counted gRPC client and its round stream.
+/// One simulated node: a counted client and its round stream.
 pub struct Node {
-    pub client: GrpcClient,
-    pub counters: SocketCounters,
+    pub client: AnyClient,
+    pub counters: SocketBytes,
     stream: Option<AnnouncementStream>,
 }
 
-fn target(pki: &Layout, addr: &str, id: &str) -> Target {
-    Target {
-        addr: addr.into(),
-        server_name: "localhost".into(),
-        ca_cert: pki.ca_cert(),
-        cert: pki.node_cert(id),
-        key: pki.node_key(id),
+/// Where the coordinator of a prepared configuration listens.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub dir: PathBuf,
+    pub pki: Layout,
+    pub transport: TransportKind,
+    /// `127.0.0.1:<port>` as bound.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Endpoint {
+    fn target(&self, id: &str) -> anyhow::Result<ClientTarget> {
+        Ok(match self.transport {
+            TransportKind::Grpc => ClientTarget::Grpc(Target {
+                addr: self.addr.to_string(),
+                server_name: "localhost".into(),
+                ca_cert: self.pki.ca_cert(),
+                cert: self.pki.node_cert(id),
+                key: self.pki.node_key(id),
+            }),
+            TransportKind::Libp2p => {
+                let coordinator = p2p::load_keypair(&key_path(&self.dir, "coordinator"))?;
+                let addr = format!(
+                    "/ip4/{}/tcp/{}/p2p/{}",
+                    self.addr.ip(),
+                    self.addr.port(),
+                    p2p::peer_id(&coordinator)
+                );
+                ClientTarget::Libp2p(P2pTarget {
+                    coordinator: addr.parse().context("coordinator multiaddr")?,
+                    key: key_path(&self.dir, id),
+                })
+            }
+        })
     }
 }
 
@@ -112,15 +177,10 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub async fn connect(pki: &Layout, addr: &str, n: usize) -> anyhow::Result<Self> {
+    pub async fn connect(at: &Endpoint, n: usize) -> anyhow::Result<Self> {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
-            let counters = SocketCounters::new();
-            let client = GrpcClient::with_counters(
-                &target(pki, addr, &node_id(i)),
-                MAX_BYTES,
-                counters.clone(),
-            )?;
+            let (client, counters) = AnyClient::counted(&at.target(&node_id(i))?, MAX_BYTES)?;
             client.register(&node_id(i), BASE).await?;
             let stream = client.watch_rounds().await?;
             nodes.push(Node {
@@ -129,7 +189,7 @@ impl Fleet {
                 stream: Some(stream),
             });
         }
-        let w = GrpcClient::new(&target(pki, addr, "watcher"), MAX_BYTES)?;
+        let w = AnyClient::connect(&at.target("watcher")?, MAX_BYTES)?;
         let watcher = w.watch_rounds().await?;
         Ok(Self { nodes, watcher })
     }
@@ -137,7 +197,7 @@ impl Fleet {
     /// Total bytes the nodes sent and received so far.
     pub fn bytes(&self) -> (u64, u64) {
         self.nodes.iter().fold((0, 0), |(u, d), n| {
-            (u + n.counters.written(), d + n.counters.read())
+            (u + n.counters.sent(), d + n.counters.received())
         })
     }
 }

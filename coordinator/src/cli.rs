@@ -20,15 +20,18 @@ pub enum Command {
     /// Encode, decode or inspect the delta wire format.
     #[command(subcommand)]
     Codec(crate::codec_cmd::CodecCmd),
-    /// Run the coordinator daemon (gRPC with mutual TLS, /metrics) until SIGTERM.
+    /// Run the coordinator daemon (gRPC with mutual TLS or libp2p, /metrics) until SIGTERM.
     Run(crate::run_cmd::ConfigArgs),
     /// Check a coordinator.toml (and the files it names) without starting anything.
     ValidateConfig(crate::run_cmd::ConfigArgs),
+    /// Create the coordinator's libp2p key pair (ed25519) and print its peer id, which nodes put
+    /// in their config as `libp2p.coordinator_peer_id`.
+    Keygen(crate::run_cmd::KeygenArgs),
     /// Manage the federation's certificates.
     #[command(subcommand)]
     Certs(crate::run_cmd::CertsCmd),
     /// Simulate federated rounds: the coordinator and N nodes on this machine over real
-    /// gRPC+mTLS sockets, with a round table, report.json and SVG plots.
+    /// loopback sockets (gRPC+mTLS or libp2p), with a round table, report.json and SVG plots.
     #[cfg(feature = "sim")]
     Simulate(Box<crate::sim::SimArgs>),
     /// Run one node daemon (`node run`'s code; used by `simulate --processes`).
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => crate::run_cmd::run(args),
         Command::ValidateConfig(args) => crate::run_cmd::validate(args),
         Command::Certs(cmd) => crate::run_cmd::certs(cmd),
+        Command::Keygen(args) => crate::run_cmd::keygen(args),
         #[cfg(feature = "sim")]
         Command::Simulate(args) => crate::sim::cmd::command(*args),
         #[cfg(feature = "sim")]

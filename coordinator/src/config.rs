@@ -7,10 +7,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ruvdllm::aggregate::daf::{DafConfig, GroupConfig, WeightSource};
 use ruvdllm::aggregate::{NormBound, Rule};
 use ruvdllm::delta::Delta;
+use ruvdllm_proto::p2p::{self, Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 use crate::round;
@@ -61,6 +63,60 @@ impl Default for Tls {
             revocation_list: "certs/revoked.txt".into(),
         }
     }
+}
+
+/// Which transport nodes use to reach the coordinator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// gRPC over TLS with client certificates (`listen`, `[tls]`).
+    #[default]
+    Grpc,
+    /// libp2p: Noise + yamux over TCP, peers admitted by an allowlist (`[libp2p]`).
+    Libp2p,
+}
+
+/// `[libp2p]`: where to listen, the coordinator's key pair (`coordinator keygen`), and the
+/// allowlist file of `<peer-id> <node-id>` lines (re-read when it changes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Libp2pSection {
+    /// A multiaddr such as `/ip4/0.0.0.0/tcp/7444`.
+    pub listen: String,
+    pub key: PathBuf,
+    pub allowlist: PathBuf,
+    /// Longest a round long-poll is held before it is answered with the current round.
+    pub poll_wait_ms: u64,
+}
+
+impl Default for Libp2pSection {
+    fn default() -> Self {
+        Self {
+            listen: "/ip4/0.0.0.0/tcp/7444".into(),
+            key: "keys/coordinator.key".into(),
+            allowlist: "allowlist.txt".into(),
+            poll_wait_ms: 20_000,
+        }
+    }
+}
+
+/// The validated `[libp2p]` section.
+#[derive(Debug, Clone)]
+pub struct Libp2p {
+    pub listen: Multiaddr,
+    pub key: PathBuf,
+    pub allowlist: PathBuf,
+    pub poll_wait: Duration,
+    /// The peer id of `key`, which nodes put in their config.
+    pub peer_id: PeerId,
+}
+
+/// The validated transport.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// gRPC + mutual TLS on `Settings::listen` with `Settings::tls`.
+    Grpc,
+    Libp2p(Libp2p),
 }
 
 /// `[round]`.
@@ -116,6 +172,9 @@ pub struct Aggregation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct File {
+    /// `grpc` (default) or `libp2p`.
+    pub transport: TransportKind,
+    /// gRPC listen address (`host:port`).
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables it.
     pub metrics_listen: String,
@@ -128,6 +187,7 @@ pub struct File {
     pub base_model_hash: String,
     pub run_seed: u64,
     pub tls: Tls,
+    pub libp2p: Libp2pSection,
     pub round: RoundSection,
     pub aggregation: Aggregation,
 }
@@ -135,6 +195,7 @@ pub struct File {
 impl Default for File {
     fn default() -> Self {
         Self {
+            transport: TransportKind::Grpc,
             listen: "0.0.0.0:7443".into(),
             metrics_listen: "0.0.0.0:9464".into(),
             state_dir: "state".into(),
@@ -143,6 +204,7 @@ impl Default for File {
             base_model_hash: String::new(),
             run_seed: 0,
             tls: Tls::default(),
+            libp2p: Libp2pSection::default(),
             round: RoundSection::default(),
             aggregation: Aggregation::default(),
         }
@@ -152,6 +214,9 @@ impl Default for File {
 /// CLI/env overrides of `coordinator run` (flattened into the subcommand).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Overrides {
+    /// Transport nodes use: grpc or libp2p.
+    #[arg(long, env = "RUVDLLM_TRANSPORT", value_enum)]
+    pub transport: Option<TransportKind>,
     /// gRPC listen address.
     #[arg(long, env = "RUVDLLM_LISTEN")]
     pub listen: Option<String>,
@@ -166,6 +231,8 @@ pub struct Overrides {
 /// Everything the daemon runs on, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub transport: Transport,
+    /// gRPC listen address (unused with libp2p).
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub state_dir: PathBuf,
@@ -193,6 +260,8 @@ impl File {
             &mut f.tls.cert,
             &mut f.tls.key,
             &mut f.tls.revocation_list,
+            &mut f.libp2p.key,
+            &mut f.libp2p.allowlist,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -202,6 +271,9 @@ impl File {
     }
 
     pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = o.transport {
+            self.transport = v;
+        }
         if let Some(v) = &o.listen {
             self.listen = v.clone();
         }
@@ -245,15 +317,21 @@ impl File {
         if r.max_payload_bytes == 0 {
             return Err(invalid("round.max_payload_bytes", "must be positive"));
         }
-        for (field, p) in [
-            ("tls.ca_cert", &self.tls.ca_cert),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-        ] {
-            if !p.is_file() {
-                return Err(invalid(field, format!("{} is not a file", p.display())));
+        let transport = match self.transport {
+            TransportKind::Grpc => {
+                for (field, p) in [
+                    ("tls.ca_cert", &self.tls.ca_cert),
+                    ("tls.cert", &self.tls.cert),
+                    ("tls.key", &self.tls.key),
+                ] {
+                    if !p.is_file() {
+                        return Err(invalid(field, format!("{} is not a file", p.display())));
+                    }
+                }
+                Transport::Grpc
             }
-        }
+            TransportKind::Libp2p => Transport::Libp2p(self.libp2p.validate()?),
+        };
         let daf = daf_config(&self.aggregation)?;
         let (mut initial, _) = ruvdllm::delta_io::load(&self.initial_adapter)?;
         if initial.tensors.is_empty() {
@@ -267,6 +345,7 @@ impl File {
             return Err(invalid("initial_adapter", "holds non-finite values"));
         }
         Ok(Settings {
+            transport,
             listen,
             metrics_listen,
             state_dir: self.state_dir.clone(),
@@ -281,6 +360,51 @@ impl File {
                 max_payload_bytes: r.max_payload_bytes,
                 daf,
             },
+        })
+    }
+}
+
+impl Libp2pSection {
+    fn validate(&self) -> Result<Libp2p, ConfigError> {
+        let listen: Multiaddr = self
+            .listen
+            .parse()
+            .map_err(|e| invalid("libp2p.listen", format!("{:?}: {e}", self.listen)))?;
+        let mut has_ip = false;
+        let mut has_tcp = false;
+        for p in listen.iter() {
+            match p {
+                p2p::Protocol::Ip4(_) | p2p::Protocol::Ip6(_) => has_ip = true,
+                p2p::Protocol::Tcp(_) => has_tcp = true,
+                _ => {}
+            }
+        }
+        if !(has_ip && has_tcp) {
+            return Err(invalid(
+                "libp2p.listen",
+                format!(
+                    "{:?}: expected an IP and TCP address such as /ip4/0.0.0.0/tcp/7444",
+                    self.listen
+                ),
+            ));
+        }
+        let keypair = p2p::load_keypair(&self.key).map_err(|e| {
+            invalid(
+                "libp2p.key",
+                format!("{e} (create one with `coordinator keygen --out <file>`)"),
+            )
+        })?;
+        p2p::AllowlistFile::open(&self.allowlist)
+            .map_err(|e| invalid("libp2p.allowlist", e.to_string()))?;
+        if !(1..=600_000).contains(&self.poll_wait_ms) {
+            return Err(invalid("libp2p.poll_wait_ms", "must be in 1..=600000"));
+        }
+        Ok(Libp2p {
+            listen,
+            key: self.key.clone(),
+            allowlist: self.allowlist.clone(),
+            poll_wait: Duration::from_millis(self.poll_wait_ms),
+            peer_id: p2p::peer_id(&keypair),
         })
     }
 }
@@ -395,5 +519,58 @@ mod tests {
             ..File::default()
         };
         assert!(f.validate().unwrap_err().to_string().contains("listen"));
+    }
+
+    #[test]
+    fn libp2p_section_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("c.key");
+        let allow = dir.path().join("allow.txt");
+        let mut s = Libp2pSection {
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            key: key.clone(),
+            allowlist: allow.clone(),
+            poll_wait_ms: 1000,
+        };
+        let e = s.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("libp2p.key") && e.contains("coordinator keygen"),
+            "{e}"
+        );
+        let kp = p2p::generate_keypair(&key).unwrap();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("libp2p.allowlist"), "{e}");
+        std::fs::write(&allow, "not-a-peer node-1\n").unwrap();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("libp2p.allowlist")
+        );
+        let peer = p2p::peer_id(&p2p::Keypair::generate_ed25519());
+        std::fs::write(&allow, format!("{peer} node-1\n")).unwrap();
+        let ok = s.validate().unwrap();
+        assert_eq!(ok.peer_id, p2p::peer_id(&kp));
+        s.listen = "/dns4/example.org/tcp/1".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("libp2p.listen")
+        );
+        s.listen = "/ip4/127.0.0.1/udp/1".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("libp2p.listen")
+        );
+        s.listen = "nonsense".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("libp2p.listen")
+        );
     }
 }

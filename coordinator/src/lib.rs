@@ -1,5 +1,5 @@
 //! Coordinator library: the round state machine ([`round`]), its durable store ([`store`]), the
-//! transport-independent [`service`], the gRPC/mTLS adapter ([`grpc`]), certificates ([`certs`],
+//! transport-independent [`service`], the gRPC/mTLS adapter ([`grpc`]) and the libp2p adapter ([`p2p`]), certificates ([`certs`],
 //! [`auth`]), metrics, config and the daemon, plus the offline tools (aggregate, codec).
 
 pub mod aggregate_cmd;
@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod grpc;
 pub mod metrics;
+pub mod p2p;
 pub mod round;
 pub mod run_cmd;
 pub mod service;

@@ -75,22 +75,22 @@ impl Metrics {
         );
         r.register(
             "payload_bytes_in",
-            "Payload bytes received in SubmitUpdate chunks",
+            "Payload bytes received in update chunks",
             bytes_in.clone(),
         );
         r.register(
             "payload_bytes_out",
-            "Payload bytes sent in FetchAdapter chunks",
+            "Payload bytes sent in global adapter chunks",
             bytes_out.clone(),
         );
         r.register(
             "socket_bytes_read",
-            "Bytes read from gRPC client sockets (TLS records included)",
+            "Bytes read from node sockets (gRPC: TLS records; libp2p: Noise and yamux framing)",
             socket_read.clone(),
         );
         r.register(
             "socket_bytes_written",
-            "Bytes written to gRPC client sockets (TLS records included)",
+            "Bytes written to node sockets (gRPC: TLS records; libp2p: Noise and yamux framing)",
             socket_written.clone(),
         );
         r.register("updates_accepted", "Updates accepted", accepted.clone());

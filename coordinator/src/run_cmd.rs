@@ -1,11 +1,11 @@
-//! `coordinator run`, `coordinator validate-config` and `coordinator certs …`.
+//! `coordinator run`, `coordinator validate-config`, `coordinator certs …` and `coordinator keygen`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
 use crate::certs::{self, Layout};
-use crate::config::{File, Overrides, Settings};
+use crate::config::{File, Overrides, Settings, Transport};
 
 /// Where the config comes from, plus overrides.
 #[derive(clap::Args, Debug, Clone)]
@@ -70,10 +70,31 @@ pub fn certs(cmd: CertsCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `coordinator keygen`
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeygenArgs {
+    /// Where to write the key pair (protobuf-encoded libp2p key, mode 0600); never overwritten.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let kp = ruvdllm_proto::p2p::generate_keypair(&args.out)
+        .with_context(|| format!("generating a key pair at {}", args.out.display()))?;
+    tracing::info!(out = %args.out.display(), "coordinator key pair written; its peer id:");
+    // The one line of output a script captures.
+    println!("{}", ruvdllm_proto::p2p::peer_id(&kp));
+    Ok(())
+}
+
 pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
+    let transport = match &s.transport {
+        Transport::Grpc => format!("grpc on {}", s.listen),
+        Transport::Libp2p(p) => format!("libp2p on {}/p2p/{}", p.listen, p.peer_id),
+    };
     tracing::info!(
-        listen = %s.listen,
+        %transport,
         tensors = s.initial_adapter.tensors.len(),
         values = s.initial_adapter.numel(),
         min_nodes = s.round.min_nodes,

@@ -172,6 +172,33 @@ fn three_nodes_two_rounds_bytes_fields_and_reproducible_loss() {
     assert_eq!(sum / rows as f64, last);
 }
 
+/// The same small run over libp2p: the nodes' own socket counters (below Noise and yamux) add up
+/// round by round, and what they sent is exactly what the coordinator's socket counters read.
+#[test]
+fn libp2p_run_counts_bytes_at_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, _) = simulate(dir.path(), &["--transport", "libp2p"]);
+    assert_eq!(report.rounds.len(), 2);
+    assert_eq!(report.config["transport"], "libp2p");
+    assert!(dir.path().join("allowlist.txt").is_file());
+    let s = report.sockets.as_ref().expect("in-process socket totals");
+    for i in 0..3 {
+        let up: u64 = report.rounds.iter().map(|r| r.nodes[i].socket_up).sum();
+        let down: u64 = report.rounds.iter().map(|r| r.nodes[i].socket_down).sum();
+        assert_eq!(up + s.tail_up[i], s.node_up[i], "node {i} up");
+        assert_eq!(down + s.tail_down[i], s.node_down[i], "node {i} down");
+        for r in &report.rounds {
+            let n = &r.nodes[i];
+            assert!(n.reason.is_none(), "upload refused: {n:?}");
+            assert!(n.codec_up > 0 && n.socket_up > n.codec_up, "{n:?}");
+            assert!(n.codec_down > 0 && n.socket_down > n.codec_down, "{n:?}");
+        }
+    }
+    assert_eq!(s.node_up.iter().sum::<u64>(), s.coordinator_read);
+    assert!(s.node_down.iter().sum::<u64>() <= s.coordinator_written);
+    assert!(report.loss_improvement().is_finite());
+}
+
 #[test]
 fn norm_bound_rejects_exactly_the_scaling_attackers() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,9 +13,11 @@ use ruvdllm::adapter::{Spec, Target as AdapterTarget};
 use ruvdllm::codec::{EncodeOptions, Mode};
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::any_client::{ClientTarget, P2pTarget};
 use crate::daemon::grpc_client::Target;
 pub use crate::daemon::local_data::DataSource;
 use crate::daemon::runtime;
+use ruvdllm_proto::p2p::{self, Multiaddr, PeerId};
 
 /// Config problems, each naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,82 @@ impl Default for Tls {
             cert: "certs/node.crt".into(),
             key: "certs/node.key".into(),
         }
+    }
+}
+
+/// Which transport reaches the coordinator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// gRPC over mutual TLS (`coordinator`, `server_name`, `[tls]`).
+    #[default]
+    Grpc,
+    /// libp2p, Noise + yamux over TCP (`[libp2p]`).
+    Libp2p,
+}
+
+/// `[libp2p]`: the coordinator's address and peer id, and this node's key pair (`node keygen`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Libp2pSection {
+    /// The coordinator's multiaddr, e.g. `/ip4/10.0.0.5/tcp/7444` or `/dns4/coordinator/tcp/7444`.
+    pub coordinator: String,
+    /// The coordinator's peer id (`coordinator keygen` prints it); Noise checks it on connect.
+    pub coordinator_peer_id: String,
+    pub key: PathBuf,
+}
+
+impl Default for Libp2pSection {
+    fn default() -> Self {
+        Self {
+            coordinator: "/ip4/127.0.0.1/tcp/7444".into(),
+            coordinator_peer_id: String::new(),
+            key: "keys/node.key".into(),
+        }
+    }
+}
+
+impl Libp2pSection {
+    fn validate(&self) -> Result<P2pTarget, ConfigError> {
+        let peer: PeerId = self.coordinator_peer_id.parse().map_err(|e| {
+            invalid(
+                "libp2p.coordinator_peer_id",
+                format!("{:?}: {e}", self.coordinator_peer_id),
+            )
+        })?;
+        let mut addr: Multiaddr = self
+            .coordinator
+            .parse()
+            .map_err(|e| invalid("libp2p.coordinator", format!("{:?}: {e}", self.coordinator)))?;
+        match addr.iter().last() {
+            Some(p2p::Protocol::P2p(named)) if named != peer => {
+                return Err(invalid(
+                    "libp2p.coordinator",
+                    format!("names peer {named}, but coordinator_peer_id is {peer}"),
+                ));
+            }
+            Some(p2p::Protocol::P2p(_)) => {}
+            _ => addr.push(p2p::Protocol::P2p(peer)),
+        }
+        if !addr.iter().any(|p| matches!(p, p2p::Protocol::Tcp(_))) {
+            return Err(invalid(
+                "libp2p.coordinator",
+                format!(
+                    "{:?}: expected a TCP address such as /ip4/127.0.0.1/tcp/7444",
+                    self.coordinator
+                ),
+            ));
+        }
+        p2p::load_keypair(&self.key).map_err(|e| {
+            invalid(
+                "libp2p.key",
+                format!("{e} (create one with `node keygen --out <file>`)"),
+            )
+        })?;
+        Ok(P2pTarget {
+            coordinator: addr,
+            key: self.key.clone(),
+        })
     }
 }
 
@@ -140,7 +218,9 @@ pub struct TrainSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct File {
     pub node_id: String,
-    /// Coordinator `host:port`.
+    /// `grpc` (default) or `libp2p`.
+    pub transport: TransportKind,
+    /// Coordinator `host:port` (gRPC).
     pub coordinator: String,
     /// Name checked against the coordinator's certificate.
     pub server_name: String,
@@ -154,7 +234,10 @@ pub struct File {
     pub max_adapter_bytes: u64,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
+    /// Seconds between heartbeats while the node waits for a round or trains.
+    pub heartbeat_secs: u64,
     pub tls: Tls,
+    pub libp2p: Libp2pSection,
     pub data: Data,
     pub train: Train,
 }
@@ -163,6 +246,7 @@ impl Default for File {
     fn default() -> Self {
         Self {
             node_id: String::new(),
+            transport: TransportKind::Grpc,
             coordinator: "127.0.0.1:7443".into(),
             server_name: "localhost".into(),
             base_model: PathBuf::new(),
@@ -172,7 +256,9 @@ impl Default for File {
             max_adapter_bytes: 256 << 20,
             backoff_base_ms: 200,
             backoff_max_ms: 10_000,
+            heartbeat_secs: 10,
             tls: Tls::default(),
+            libp2p: Libp2pSection::default(),
             data: Data::default(),
             train: Train::default(),
         }
@@ -184,6 +270,9 @@ impl Default for File {
 pub struct Overrides {
     #[arg(long, env = "RUVDLLM_NODE_ID")]
     pub node_id: Option<String>,
+    /// Transport: grpc or libp2p.
+    #[arg(long, env = "RUVDLLM_TRANSPORT", value_enum)]
+    pub transport: Option<TransportKind>,
     /// Coordinator `host:port`.
     #[arg(long, env = "RUVDLLM_COORDINATOR")]
     pub coordinator: Option<String>,
@@ -195,7 +284,7 @@ pub struct Overrides {
 /// Everything the node daemon runs on, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub target: Target,
+    pub transport: ClientTarget,
     pub runtime: runtime::Settings,
     pub data: DataSource,
     /// Training / validation sample counts of `[data]`.
@@ -218,8 +307,12 @@ impl File {
             source: Box::new(source),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut paths: Vec<&mut PathBuf> =
-            vec![&mut f.tls.ca_cert, &mut f.tls.cert, &mut f.tls.key];
+        let mut paths: Vec<&mut PathBuf> = vec![
+            &mut f.tls.ca_cert,
+            &mut f.tls.cert,
+            &mut f.tls.key,
+            &mut f.libp2p.key,
+        ];
         if !f.base_model.as_os_str().is_empty() {
             paths.push(&mut f.base_model);
         }
@@ -235,6 +328,9 @@ impl File {
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(v) = &o.node_id {
             self.node_id = v.clone();
+        }
+        if let Some(v) = o.transport {
+            self.transport = v;
         }
         if let Some(v) = &o.coordinator {
             self.coordinator = v.clone();
@@ -256,15 +352,15 @@ impl File {
         {
             return Err(invalid("node_id", "1-64 characters of A-Z a-z 0-9 . _ -"));
         }
-        if !self.coordinator.contains(':') {
-            return Err(invalid("coordinator", "expected host:port"));
-        }
         let mode: Mode = self
             .codec
             .parse()
             .map_err(|e| invalid("codec", format!("{e}")))?;
         if !(1..=19).contains(&self.zstd_level) {
             return Err(invalid("zstd_level", "must be in 1..=19"));
+        }
+        if self.heartbeat_secs == 0 || self.heartbeat_secs > 3600 {
+            return Err(invalid("heartbeat_secs", "must be in 1..=3600"));
         }
         if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
             return Err(invalid(
@@ -282,15 +378,30 @@ impl File {
         } else {
             return Err(invalid("base_model", "set base_model or base_model_hash"));
         };
-        for (field, p) in [
-            ("tls.ca_cert", &self.tls.ca_cert),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-        ] {
-            if !p.is_file() {
-                return Err(invalid(field, format!("{} is not a file", p.display())));
+        let transport = match self.transport {
+            TransportKind::Grpc => {
+                if !self.coordinator.contains(':') {
+                    return Err(invalid("coordinator", "expected host:port"));
+                }
+                for (field, p) in [
+                    ("tls.ca_cert", &self.tls.ca_cert),
+                    ("tls.cert", &self.tls.cert),
+                    ("tls.key", &self.tls.key),
+                ] {
+                    if !p.is_file() {
+                        return Err(invalid(field, format!("{} is not a file", p.display())));
+                    }
+                }
+                ClientTarget::Grpc(Target {
+                    addr: self.coordinator.clone(),
+                    server_name: self.server_name.clone(),
+                    ca_cert: self.tls.ca_cert.clone(),
+                    cert: self.tls.cert.clone(),
+                    key: self.tls.key.clone(),
+                })
             }
-        }
+            TransportKind::Libp2p => ClientTarget::Libp2p(self.libp2p.validate()?),
+        };
         let d = &self.data;
         if d.shards == 0 || d.shard >= d.shards {
             return Err(invalid(
@@ -334,13 +445,7 @@ impl File {
             DataSource::Corpus(self.data.corpus.clone())
         };
         Ok(Settings {
-            target: Target {
-                addr: self.coordinator.clone(),
-                server_name: self.server_name.clone(),
-                ca_cert: self.tls.ca_cert.clone(),
-                cert: self.tls.cert.clone(),
-                key: self.tls.key.clone(),
-            },
+            transport,
             runtime: runtime::Settings {
                 node_id: self.node_id.clone(),
                 base_model_hash,
@@ -351,6 +456,7 @@ impl File {
                 max_adapter_bytes: self.max_adapter_bytes,
                 backoff_base: Duration::from_millis(self.backoff_base_ms),
                 backoff_max: Duration::from_millis(self.backoff_max_ms),
+                heartbeat: Duration::from_secs(self.heartbeat_secs),
             },
             data,
             samples: d.samples,
@@ -431,6 +537,51 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("base_model_hash")
+        );
+    }
+
+    #[test]
+    fn libp2p_section_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("n.key");
+        let coordinator = p2p::peer_id(&p2p::Keypair::generate_ed25519());
+        let mut s = Libp2pSection {
+            coordinator: "/ip4/127.0.0.1/tcp/7444".into(),
+            coordinator_peer_id: coordinator.to_string(),
+            key: key.clone(),
+        };
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("libp2p.key") && e.contains("node keygen"), "{e}");
+        p2p::generate_keypair(&key).unwrap();
+        let t = s.validate().unwrap();
+        assert_eq!(
+            t.coordinator.to_string(),
+            format!("/ip4/127.0.0.1/tcp/7444/p2p/{coordinator}")
+        );
+        s.coordinator = format!("/ip4/127.0.0.1/tcp/7444/p2p/{coordinator}");
+        assert_eq!(s.validate().unwrap(), t);
+        let other = p2p::peer_id(&p2p::Keypair::generate_ed25519());
+        s.coordinator = format!("/ip4/127.0.0.1/tcp/7444/p2p/{other}");
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("libp2p.coordinator")
+        );
+        s.coordinator = "/ip4/127.0.0.1/udp/7444".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("libp2p.coordinator")
+        );
+        s.coordinator = "/ip4/127.0.0.1/tcp/7444".into();
+        s.coordinator_peer_id = "not-a-peer".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("libp2p.coordinator_peer_id")
         );
     }
 }

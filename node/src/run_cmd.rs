@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{File, Overrides, Settings};
-use crate::daemon::grpc_client::GrpcClient;
+use crate::daemon::any_client::AnyClient;
 use crate::daemon::local_data;
 use crate::daemon::{Runtime, TaloraTrainer};
 
@@ -36,7 +36,7 @@ impl ConfigArgs {
 
 pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     let s = args.settings()?;
-    tracing::info!(node_id = %s.runtime.node_id, coordinator = %s.target.addr, data = ?s.data, "config is valid");
+    tracing::info!(node_id = %s.runtime.node_id, coordinator = %s.transport.describe(), data = ?s.data, "config is valid");
     Ok(())
 }
 
@@ -82,7 +82,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
-        let client = GrpcClient::new(&settings.target, settings.runtime.max_adapter_bytes)?;
+        let client = AnyClient::connect(&settings.transport, settings.runtime.max_adapter_bytes)?;
         let runtime = Runtime::new(client, trainer, settings.runtime);
         runtime.run(termination()).await?;
         anyhow::Ok(())

@@ -1,6 +1,8 @@
-//! Three node daemons complete two rounds against an in-process coordinator over gRPC + mutual
-//! TLS on 127.0.0.1, and the global adapter after round 2 equals the offline aggregation of the
-//! deltas they submitted; and the nodes ride out a coordinator restart between rounds.
+//! Three node daemons complete two rounds against an in-process coordinator on 127.0.0.1 — over
+//! gRPC + mutual TLS and again over libp2p (Noise + yamux, allowlisted peer ids), the same test
+//! body for both — and the global adapter after round 2 equals the offline aggregation of the
+//! deltas they submitted; the nodes ride out a coordinator restart between rounds; and their
+//! heartbeats move the coordinator's last-seen metric while they train.
 //!
 //! **Stand-in trainer (test only):** `StandIn` below is a deterministic function of (node, round,
 //! global adapter), not training; it exists so the test can recompute every submitted delta —
@@ -15,12 +17,17 @@ use ruvdllm::aggregate::daf::{DafConfig, aggregate_bands};
 use ruvdllm::codec::{self, EncodeOptions, ErrorFeedback, Mode, Values};
 use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm_coordinator::certs::{self, Layout};
-use ruvdllm_coordinator::config::{File, RoundSection, Tls};
-use ruvdllm_coordinator::daemon;
+use ruvdllm_coordinator::config::{File, Libp2pSection, RoundSection, Tls, TransportKind};
+use ruvdllm_coordinator::daemon::{self, Running};
+use ruvdllm_coordinator::metrics::NodeLabel;
 use ruvdllm_coordinator::round::AcceptedMeta;
 use ruvdllm_coordinator::round::close::{apply, daf_inputs};
+use ruvdllm_coordinator::service::Clock;
+use ruvdllm_node::daemon::any_client::AnyClient;
 use ruvdllm_node::daemon::grpc_client::{GrpcClient, Target};
+use ruvdllm_node::daemon::p2p_client::P2pClient;
 use ruvdllm_node::daemon::{LocalTrainer, LocalUpdate, RoundInfo, Runtime, Settings, TrainError};
+use ruvdllm_proto::p2p;
 
 const BASE: &str = "3333333333333333333333333333333333333333333333333333333333333333";
 const NODES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -89,9 +96,11 @@ struct Cluster {
     dir: tempfile::TempDir,
     pki: Layout,
     cfg: File,
+    /// The nodes' libp2p identities (on the coordinator's allowlist).
+    keys: Vec<p2p::Keypair>,
 }
 
-fn cluster() -> Cluster {
+fn cluster(transport: TransportKind) -> Cluster {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let pki = Layout::new(dir.path().join("certs"));
@@ -128,8 +137,63 @@ fn cluster() -> Cluster {
             max_payload_bytes: 1 << 20,
         },
         aggregation: Default::default(),
+        transport,
+        libp2p: Libp2pSection {
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            key: dir.path().join("coordinator.key"),
+            allowlist: dir.path().join("allowlist.txt"),
+            poll_wait_ms: 2_000,
+        },
     };
-    Cluster { dir, pki, cfg }
+    p2p::generate_keypair(&cfg.libp2p.key).unwrap();
+    let keys: Vec<p2p::Keypair> = NODES
+        .iter()
+        .map(|_| p2p::Keypair::generate_ed25519())
+        .collect();
+    let list: String = NODES
+        .iter()
+        .zip(&keys)
+        .map(|(n, k)| format!("{} {n}\n", p2p::peer_id(k)))
+        .collect();
+    std::fs::write(&cfg.libp2p.allowlist, list).unwrap();
+    Cluster {
+        dir,
+        pki,
+        cfg,
+        keys,
+    }
+}
+
+/// The client of node `index` for whichever transport the coordinator serves.
+fn client(c: &Cluster, running: &Running, index: usize) -> AnyClient {
+    match &running.p2p {
+        None => {
+            let n = NODES[index];
+            let target = Target {
+                addr: running.addr.to_string(),
+                server_name: "localhost".into(),
+                ca_cert: c.pki.ca_cert(),
+                cert: c.pki.node_cert(n),
+                key: c.pki.node_key(n),
+            };
+            AnyClient::Grpc(GrpcClient::new(&target, 1 << 20).unwrap())
+        }
+        Some(server) => {
+            let config = p2p::Config {
+                backoff_initial: Duration::from_millis(50),
+                backoff_max: Duration::from_millis(500),
+                ..p2p::Config::default()
+            };
+            let client = P2pClient::with_config(
+                c.keys[index].clone(),
+                server.listen_addr().clone(),
+                1 << 20,
+                config,
+            )
+            .unwrap();
+            AnyClient::Libp2p(client)
+        }
+    }
 }
 
 type Nodes = (
@@ -138,19 +202,17 @@ type Nodes = (
     Vec<tokio::sync::watch::Receiver<ruvdllm_node::daemon::Status>>,
 );
 
-fn spawn_nodes(addr: std::net::SocketAddr, pki: &Layout, hold: Option<Arc<AtomicBool>>) -> Nodes {
+fn spawn_nodes(
+    c: &Cluster,
+    running: &Running,
+    hold: Option<Arc<AtomicBool>>,
+    heartbeat: Duration,
+) -> Nodes {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut status = Vec::new();
     for (index, n) in NODES.iter().enumerate() {
-        let target = Target {
-            addr: addr.to_string(),
-            server_name: "localhost".into(),
-            ca_cert: pki.ca_cert(),
-            cert: pki.node_cert(n),
-            key: pki.node_key(n),
-        };
-        let client = GrpcClient::new(&target, 1 << 20).unwrap();
+        let client = client(c, running, index);
         let settings = Settings {
             node_id: n.to_string(),
             base_model_hash: BASE.into(),
@@ -158,6 +220,7 @@ fn spawn_nodes(addr: std::net::SocketAddr, pki: &Layout, hold: Option<Arc<Atomic
             max_adapter_bytes: 1 << 20,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
+            heartbeat,
         };
         let trainer = StandIn {
             index,
@@ -228,32 +291,51 @@ async fn stop(nodes: Nodes) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_two_rounds_match_offline_aggregation() {
-    let c = cluster();
+/// No heartbeat within a test's lifetime unless a test asks for one.
+const NO_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+async fn three_nodes_two_rounds(transport: TransportKind) {
+    let c = cluster(transport);
     let running = daemon::start(c.cfg.validate().unwrap()).await.unwrap();
-    let nodes = spawn_nodes(running.addr, &c.pki, None);
+    assert_eq!(running.p2p.is_some(), transport == TransportKind::Libp2p);
+    let nodes = spawn_nodes(&c, &running, None, NO_HEARTBEAT);
     wait_round(&running.service, 3).await;
     let served = served_global(&running.service).await;
     let expected = offline(2);
     assert_eq!(served, expected);
     assert!(expected.flatten().iter().any(|v| *v != 0.0));
     stop(nodes).await;
+    let m = running.service.metrics().clone();
     running.shutdown().await.unwrap();
+    // The transport's socket counters reach /metrics, and the payload bytes are inside them.
+    assert!(m.bytes_in.get() > 0 && m.bytes_out.get() > 0);
+    assert!(m.socket_read.get() > m.bytes_in.get(), "{transport:?}");
+    assert!(m.socket_written.get() > m.bytes_out.get(), "{transport:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_ride_out_a_coordinator_restart() {
-    let c = cluster();
+async fn three_nodes_two_rounds_match_offline_aggregation_grpc() {
+    three_nodes_two_rounds(TransportKind::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_two_rounds_match_offline_aggregation_libp2p() {
+    three_nodes_two_rounds(TransportKind::Libp2p).await;
+}
+
+async fn ride_out_a_restart(transport: TransportKind) {
+    let c = cluster(transport);
     let running = daemon::start(c.cfg.validate().unwrap()).await.unwrap();
     let addr = running.addr;
     let hold = Arc::new(AtomicBool::new(false));
-    let nodes = spawn_nodes(addr, &c.pki, Some(hold.clone()));
+    let nodes = spawn_nodes(&c, &running, Some(hold.clone()), NO_HEARTBEAT);
     wait_round(&running.service, 2).await;
-    // Graceful shutdown while every node holds an open round stream and is training round 2.
+    // Graceful shutdown while every node waits on the round stream (or long-poll) and trains
+    // round 2.
     running.shutdown().await.unwrap();
     let mut cfg = c.cfg.clone();
     cfg.listen = addr.to_string();
+    cfg.libp2p.listen = format!("/ip4/127.0.0.1/tcp/{}", addr.port());
     let running = daemon::start(cfg.validate().unwrap()).await.unwrap();
     assert_eq!(running.service.announcement().round, 2, "resumed");
     hold.store(true, Ordering::SeqCst);
@@ -268,4 +350,65 @@ async fn nodes_ride_out_a_coordinator_restart() {
     stop(nodes).await;
     running.shutdown().await.unwrap();
     drop(c.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_coordinator_restart_grpc() {
+    ride_out_a_restart(TransportKind::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_coordinator_restart_libp2p() {
+    ride_out_a_restart(TransportKind::Libp2p).await;
+}
+
+/// A clock the test moves by hand.
+#[derive(Default)]
+struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// While every node trains (held in round 2) and sends nothing else over gRPC, its heartbeats
+/// keep the coordinator's last-seen gauge moving: the clock jumps and the gauge follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_move_last_seen_while_training() {
+    let c = cluster(TransportKind::Grpc);
+    let clock = Arc::new(ManualClock(1_000_000.into()));
+    let running = daemon::start_with_clock(c.cfg.validate().unwrap(), clock.clone())
+        .await
+        .unwrap();
+    let hold = Arc::new(AtomicBool::new(false));
+    let nodes = spawn_nodes(&c, &running, Some(hold.clone()), Duration::from_millis(50));
+    wait_round(&running.service, 2).await;
+    let seen = |n: &str| {
+        running
+            .service
+            .metrics()
+            .last_seen
+            .get_or_create(&NodeLabel { node: n.into() })
+            .get()
+    };
+    // 100 s later by the coordinator's clock; the round (120 s) is still open.
+    clock.0.store(1_100_000, Ordering::SeqCst);
+    for n in NODES {
+        let moved = async {
+            while seen(n) != 1_100 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), moved)
+            .await
+            .unwrap_or_else(|_| panic!("{n}: last seen stayed at {}", seen(n)));
+    }
+    for s in &nodes.2 {
+        assert_eq!(s.borrow().submitted, 1, "still training round 2");
+    }
+    hold.store(true, Ordering::SeqCst);
+    wait_round(&running.service, 3).await;
+    stop(nodes).await;
+    running.shutdown().await.unwrap();
 }

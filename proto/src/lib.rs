@@ -4,9 +4,11 @@
 //! [`types`] and convert at the edge, so a second transport (libp2p request-response carrying the
 //! same prost messages) reuses the conversions, the chunking ([`chunk`]) and the refusal codes
 //! ([`reject`]) unchanged. [`p2p`] is that second transport's layer: Noise + yamux over TCP,
-//! an allowlist of peer ids, length-prefixed request-response with hard size limits.
+//! an allowlist of peer ids, length-prefixed request-response with hard size limits; [`exchange`]
+//! maps the streaming calls onto its request-response exchanges.
 
 pub mod chunk;
+pub mod exchange;
 pub mod p2p;
 pub mod reject;
 pub mod types;

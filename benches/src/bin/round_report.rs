@@ -1,9 +1,10 @@
 //! Round latency and bandwidth report at the 7B shape (see `ruvdllm_benches::round`): for each
 //! node count and codec, a fresh coordinator *process* (this binary re-run with `--serve`, so its
 //! CPU time and peak RSS are read from `/proc/<pid>` and belong to the coordinator alone) and N
-//! simulated nodes in this process over gRPC + mutual TLS. Prints a markdown table.
+//! simulated nodes in this process over gRPC + mutual TLS or libp2p (`--transport`, both by
+//! default). Prints a markdown table.
 //!
-//! `cargo run --release -p ruvdllm-benches --bin round_report [-- --nodes 10,50,100 --codecs int8,int4+topk:0.1 --rounds 2]`
+//! `cargo run --release -p ruvdllm-benches --bin round_report [-- --nodes 10,50,100 --codecs int8,int4+topk:0.1 --rounds 2 --transport grpc,libp2p]`
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use ruvdllm::codec::Mode;
-use ruvdllm_benches::round::{self, Fleet};
+use ruvdllm_benches::round::{self, Endpoint, Fleet, TransportKind};
 
 #[derive(Parser)]
 struct Args {
@@ -26,6 +27,9 @@ struct Args {
     /// dense f32 global).
     #[arg(long, default_value_t = 2)]
     rounds: u64,
+    /// Transports to measure.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [TransportKind::Grpc, TransportKind::Libp2p])]
+    transport: Vec<TransportKind>,
     /// Internal: run the coordinator daemon from this config and exit on SIGTERM.
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -93,12 +97,18 @@ impl Drop for Coordinator {
     }
 }
 
-async fn configuration(n: usize, codec: &str, rounds: u64, ticks: f64) -> anyhow::Result<String> {
+async fn configuration(
+    transport: TransportKind,
+    n: usize,
+    codec: &str,
+    rounds: u64,
+    ticks: f64,
+) -> anyhow::Result<String> {
     let mode: Mode = codec.parse().map_err(|e| anyhow::anyhow!("{codec}: {e}"))?;
     let (_guard, dir) = round::workdir("ruvdllm-round-")?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let (pki, file) = round::prepare(&dir, n, &addr)?;
+    let (pki, file) = round::prepare(&dir, n, &addr, transport)?;
     let config = dir.join("coordinator.toml");
     std::fs::write(&config, toml::to_string(&file)?)?;
     let log = std::fs::File::create(dir.join("coordinator.log"))?;
@@ -117,7 +127,13 @@ async fn configuration(n: usize, codec: &str, rounds: u64, ticks: f64) -> anyhow
         anyhow::ensure!(Instant::now() < deadline, "coordinator did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut fleet = Fleet::connect(&pki, &addr, n).await?;
+    let at = Endpoint {
+        dir: dir.clone(),
+        pki,
+        transport,
+        addr: addr.parse()?,
+    };
+    let mut fleet = Fleet::connect(&at, n).await?;
     let base = ruvdllm_benches::talora_7b_delta(1, false);
     let mut cells = Vec::new();
     let (mut up, mut down, mut payload) = (0.0, 0.0, 0.0);
@@ -140,7 +156,11 @@ async fn configuration(n: usize, codec: &str, rounds: u64, ticks: f64) -> anyhow
     drop(fleet);
     drop(coord);
     Ok(format!(
-        "| {n} | {codec} | {} | {:.2} MB | {:.2} MB | {:.2} MB | {:.1} s | {rss:.0} MB |",
+        "| {} | {n} | {codec} | {} | {:.2} MB | {:.2} MB | {:.2} MB | {:.1} s | {rss:.0} MB |",
+        match transport {
+            TransportKind::Grpc => "gRPC+mTLS",
+            TransportKind::Libp2p => "libp2p",
+        },
         cells.join(" / "),
         payload / 1e6,
         up / 1e6,
@@ -170,13 +190,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "| nodes | codec | round latency (coordinator CPU), rounds 1 / 2 … | payload / node | up / node (socket) | down / node (socket, last round) | coordinator CPU (all rounds) | coordinator peak RSS |"
+        "| transport | nodes | codec | round latency (coordinator CPU), rounds 1 / 2 … | payload / node | up / node (socket) | down / node (socket, last round) | coordinator CPU (all rounds) | coordinator peak RSS |"
     );
-    println!("|--:|---|---|--:|--:|--:|--:|--:|");
+    println!("|---|--:|---|---|--:|--:|--:|--:|--:|");
     for &n in &args.nodes {
         for codec in &args.codecs {
-            let row = rt.block_on(configuration(n, codec, args.rounds, ticks))?;
-            println!("{row}");
+            for &t in &args.transport {
+                let row = rt.block_on(configuration(t, n, codec, args.rounds, ticks))?;
+                println!("{row}");
+            }
         }
     }
     Ok(())

@@ -131,11 +131,6 @@ pub struct SimArgs {
 pub enum SimConfigError {
     #[error("--{flag}: {reason}")]
     Invalid { flag: &'static str, reason: String },
-    #[error(
-        "--transport libp2p is not yet wired: the libp2p transport layer exists \
-         (ruvdllm_proto::p2p) but the coordinator service is only served over gRPC so far"
-    )]
-    Libp2pNotWired,
     #[error("aggregation: {0}")]
     Aggregation(#[from] crate::config::ConfigError),
 }
@@ -239,9 +234,6 @@ impl SimConfig {
 impl SimArgs {
     /// Checks every flag and resolves the aggregation config.
     pub fn validate(self) -> Result<SimConfig, SimConfigError> {
-        if self.transport == Transport::Libp2p {
-            return Err(SimConfigError::Libp2pNotWired);
-        }
         if self.nodes < 3 {
             return Err(invalid("nodes", "a round needs at least 3 nodes"));
         }
@@ -393,10 +385,10 @@ mod tests {
         let c = parse(&["--rule", "median", "--rule-fine", "krum"]).unwrap();
         assert_eq!(c.daf.domain.rule.rule, ruvdllm::aggregate::Rule::Median);
         assert_eq!(c.daf.fine.rule.rule, ruvdllm::aggregate::Rule::Krum);
-        assert!(matches!(
-            parse(&["--transport", "libp2p"]),
-            Err(SimConfigError::Libp2pNotWired)
-        ));
+        assert_eq!(
+            parse(&["--transport", "libp2p"]).unwrap().args.transport,
+            Transport::Libp2p
+        );
         for bad in [
             &["--nodes", "2"][..],
             &["--byzantine", "5", "--attack", "ipm"],

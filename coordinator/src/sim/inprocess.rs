@@ -1,5 +1,6 @@
-//! The in-process driver: N real node runtimes in this process, each with its own gRPC client
-//! over its own mTLS connection to the coordinator, its own counted socket and its own trainer.
+//! The in-process driver: N real node runtimes in this process, each with its own client (gRPC
+//! over its own mTLS connection, or libp2p over its own Noise connection) to the coordinator, its
+//! own counted socket and its own trainer.
 //!
 //! Round r: open the gate for r (nodes fetch the global adapter, train, upload) → wait until the
 //! coordinator closed r and every node has its answer → evaluate the new global adapter on the
@@ -12,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ruvdllm::codec::EncodeOptions;
-use ruvdllm_node::daemon::counting::SocketCounters;
-use ruvdllm_node::daemon::grpc_client::GrpcClient;
+use ruvdllm_node::daemon::any_client::{AnyClient, SocketBytes};
 use ruvdllm_node::daemon::{Runtime, Settings, TaloraTrainer};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -68,11 +68,12 @@ pub async fn drive(
         z: a.dp_noise.unwrap_or(0.0),
     });
     for i in 0..n {
-        let c = SocketCounters::new();
+        let target = cluster::client_target(&prep.out, &prep.pki, running, i);
+        let (inner, c) = AnyClient::counted(&target, MAX_ADAPTER_BYTES)
+            .with_context(|| format!("client of {}", node_id(i)))?;
         counters.push(c.clone());
-        let target = cluster::target(&prep.pki, running.addr, i);
         let client = SimClient {
-            inner: GrpcClient::with_counters(&target, MAX_ADAPTER_BYTES, c.clone())?,
+            inner,
             node: i,
             counters: c,
             recorder: recorder.clone(),
@@ -107,6 +108,7 @@ pub async fn drive(
             max_adapter_bytes: MAX_ADAPTER_BYTES,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(10),
         };
         let runtime = Runtime::new(client, trainer, settings);
         let mut stop_rx = stop_rx.clone();
@@ -203,13 +205,14 @@ pub fn node_train_options(prep: &Prepared) -> ruvdllm::adapter::train::TrainOpti
 async fn settle_sockets(
     prep: &Prepared,
     running: &Running,
-    counters: &[SocketCounters],
+    counters: &[SocketBytes],
     recorder: &Recorder,
 ) -> SocketTotals {
-    let sent: u64 = counters.iter().map(|c| c.written()).sum();
+    let sent = || counters.iter().map(|c| c.sent()).sum::<u64>();
     let m = running.service.metrics();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while m.socket_read.get() < sent && Instant::now() < deadline {
+    // Closing connections still move bytes; wait until both ends agree (or the bound is over).
+    while m.socket_read.get() != sent() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let last = prep.cfg.args.rounds + 1;
@@ -219,14 +222,14 @@ async fn settle_sockets(
         .map(|(i, c)| {
             let b = recorder.bytes_before(i, last);
             (
-                c.written().saturating_sub(b.up),
-                c.read().saturating_sub(b.down),
+                c.sent().saturating_sub(b.up),
+                c.received().saturating_sub(b.down),
             )
         })
         .collect();
     SocketTotals {
-        node_up: counters.iter().map(|c| c.written()).collect(),
-        node_down: counters.iter().map(|c| c.read()).collect(),
+        node_up: counters.iter().map(|c| c.sent()).collect(),
+        node_down: counters.iter().map(|c| c.received()).collect(),
         tail_up: tails.iter().map(|t| t.0).collect(),
         tail_down: tails.iter().map(|t| t.1).collect(),
         coordinator_read: m.socket_read.get(),

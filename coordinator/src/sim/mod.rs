@@ -2,7 +2,7 @@
 //! sockets, with a round table, `report.json` and SVG plots.
 //!
 //! Nothing is shortcut: the real coordinator daemon (round machine, durable store, DAF
-//! aggregation) serves gRPC with mutual TLS on `127.0.0.1`, and every node is the real node
+//! aggregation) serves gRPC with mutual TLS (or libp2p with `--transport libp2p`) on `127.0.0.1`, and every node is the real node
 //! runtime with the real TALoRA trainer, codec and error feedback, either in this process
 //! ([`inprocess`], where its socket is counted and its rounds observed) or as its own OS process
 //! ([`processes`]). Attackers collude through an in-process [`board`]; the held-out figures are

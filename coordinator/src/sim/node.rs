@@ -5,7 +5,7 @@
 //!   clips and noises its update; it posts the update on the attackers' [`Board`]. A
 //!   model-poisoning attacker does not train: it waits for the round's honest updates and submits
 //!   its row of the attack. A label-flip attacker trains honestly on corrupted data.
-//! * [`SimClient`] wraps the real gRPC client: it records when the global adapter arrived and how
+//! * [`SimClient`] wraps the real client (gRPC or libp2p): it records when the global adapter arrived and how
 //!   the coordinator answered the upload, snapshots the node's socket counters when its round
 //!   ends, and releases each round announcement only once the orchestrator opened the gate for it
 //!   (so the held-out evaluation of round r never competes with round r + 1 for the CPU, and no
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use ruvdllm::attack::Attack;
 use ruvdllm::delta::Delta;
 use ruvdllm::privacy::{add_gaussian, clip_l2, normal_stream};
+use ruvdllm_node::daemon::any_client::SocketBytes;
 use ruvdllm_node::daemon::client::{AnnouncementStream, SubmitAck};
-use ruvdllm_node::daemon::counting::SocketCounters;
 use ruvdllm_node::daemon::{
     ClientError, CoordinatorClient, LocalTrainer, LocalUpdate, RoundInfo, TaloraTrainer, TrainError,
 };
@@ -141,7 +141,7 @@ impl LocalTrainer for SimTrainer {
 pub struct SimClient<C> {
     pub inner: C,
     pub node: usize,
-    pub counters: SocketCounters,
+    pub counters: SocketBytes,
     pub recorder: Arc<Recorder>,
     /// The highest round the orchestrator has released.
     pub gate: watch::Receiver<u64>,
@@ -153,8 +153,8 @@ pub struct SimClient<C> {
 impl<C> SimClient<C> {
     fn bytes(&self) -> Bytes {
         Bytes {
-            up: self.counters.written(),
-            down: self.counters.read(),
+            up: self.counters.sent(),
+            down: self.counters.received(),
         }
     }
 }

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ruvdllm_node::config::{Data, File as NodeFile, Tls, Train};
+use ruvdllm_node::config::{Data, File as NodeFile, Libp2pSection, Tls, Train, TransportKind};
+use ruvdllm_node::daemon::any_client::ClientTarget;
 use ruvdllm_node::daemon::local_data::DataSource;
 
 use super::cluster::{self, node_id};
@@ -80,12 +81,27 @@ impl NodeBin {
 }
 
 /// Writes `nodes/<id>/node.toml` for node `i` (and its corpus share, if any).
-fn write_config(prep: &Prepared, addr: std::net::SocketAddr, i: usize) -> anyhow::Result<PathBuf> {
+fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<PathBuf> {
     let a = &prep.cfg.args;
     let id = node_id(i);
     let dir = prep.out.nodes().join(&id);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let target = cluster::target(&prep.pki, addr, i);
+    let target = cluster::target(&prep.pki, running.addr, i);
+    let (transport, libp2p) = match cluster::client_target(&prep.out, &prep.pki, running, i) {
+        ClientTarget::Grpc(_) => (TransportKind::Grpc, Libp2pSection::default()),
+        ClientTarget::Libp2p(t) => {
+            let peer = match &prep.transport {
+                crate::config::Transport::Libp2p(l) => l.peer_id.to_string(),
+                crate::config::Transport::Grpc => String::new(),
+            };
+            let section = Libp2pSection {
+                coordinator: t.coordinator.to_string(),
+                coordinator_peer_id: peer,
+                key: t.key,
+            };
+            (TransportKind::Libp2p, section)
+        }
+    };
     let mut data = Data {
         samples: a.samples,
         validation: a.validation,
@@ -119,6 +135,8 @@ fn write_config(prep: &Prepared, addr: std::net::SocketAddr, i: usize) -> anyhow
     let opts = super::inprocess::node_train_options(prep);
     let file = NodeFile {
         node_id: id,
+        transport,
+        libp2p,
         coordinator: target.addr.clone(),
         server_name: target.server_name.clone(),
         base_model: prep.model_path.clone(),
@@ -143,6 +161,7 @@ fn write_config(prep: &Prepared, addr: std::net::SocketAddr, i: usize) -> anyhow
             seed: a.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9),
             ..Train::default()
         },
+        ..NodeFile::default()
     };
     let path = dir.join("node.toml");
     std::fs::write(&path, toml::to_string(&file)?)
@@ -179,7 +198,7 @@ pub async fn drive(
     let mut children: Vec<(usize, Child)> = Vec::with_capacity(a.nodes);
     let spawned: anyhow::Result<()> = (|| {
         for i in 0..a.nodes {
-            let config = write_config(prep, running.addr, i)?;
+            let config = write_config(prep, running, i)?;
             let log = std::fs::File::create(config.with_file_name("node.log"))?;
             let child = bin
                 .command(&config)

@@ -51,6 +51,8 @@ pub struct Prepared {
     pub data: Vec<LocalData>,
     pub evaluator: Arc<Evaluator>,
     pub pki: Layout,
+    /// The coordinator's transport (`--transport`), keys and allowlist already written.
+    pub transport: crate::config::Transport,
 }
 
 impl Prepared {
@@ -113,6 +115,7 @@ pub fn run(cfg: SimConfig, obs: &dyn Observer) -> anyhow::Result<Report> {
     let driven = rt.block_on(async {
         let settings = cluster::coordinator_settings(
             &prep.out,
+            prep.transport.clone(),
             &prep.pki,
             &prep.initial,
             &prep.base_hash,
@@ -267,7 +270,14 @@ fn prepare(cfg: SimConfig) -> anyhow::Result<Prepared> {
         Evaluator::corpus(model.clone(), tok.clone(), held, a.seq_len, a.mc, a.seed)
     };
     let pki = cluster::pki(&out, a.nodes)?;
+    let transport = match a.transport {
+        super::Transport::Grpc => crate::config::Transport::Grpc,
+        super::Transport::Libp2p => {
+            crate::config::Transport::Libp2p(cluster::libp2p(&out, a.nodes)?)
+        }
+    };
     Ok(Prepared {
+        transport,
         out,
         model,
         model_path,

@@ -95,6 +95,7 @@ impl Fixture {
                 max_payload_bytes: 4096,
             },
             aggregation: Default::default(),
+            ..File::default()
         }
     }
 

@@ -1,16 +1,19 @@
 //! The node daemon: a runtime that takes part in federated rounds.
 //!
 //! [`runtime::Runtime`] drives the protocol through the transport-independent
-//! [`client::CoordinatorClient`] (gRPC/mTLS: [`grpc_client::GrpcClient`]) and trains with a
+//! [`client::CoordinatorClient`] (gRPC/mTLS: [`grpc_client::GrpcClient`]; libp2p:
+//! [`p2p_client::P2pClient`]; either, picked from config: [`any_client::AnyClient`]) and trains with a
 //! [`trainer::LocalTrainer`] — in production the TALoRA trainer
 //! ([`talora_trainer::TaloraTrainer`]) on the node's [`local_data`]; [`backoff`] spaces its
 //! retries.
 
+pub mod any_client;
 pub mod backoff;
 pub mod client;
 pub mod counting;
 pub mod grpc_client;
 pub mod local_data;
+pub mod p2p_client;
 pub mod runtime;
 pub mod talora_trainer;
 pub mod trainer;

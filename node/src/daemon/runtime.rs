@@ -8,6 +8,11 @@
 //! a coordinator restart. A round's payload is encoded once and resent unchanged on retries, so
 //! error feedback is charged once; if the coordinator had already accepted it before crashing the
 //! retry is refused as a duplicate, which the node takes as success.
+//!
+//! Beside the sessions a heartbeat task calls `heartbeat` every `Settings::heartbeat` for as long
+//! as the runtime runs, so the coordinator's per-node last-seen metric keeps moving while the node
+//! waits for a round or trains (when it sends nothing else); its failures are only logged, the
+//! sessions notice a lost coordinator themselves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +39,8 @@ pub struct Settings {
     pub max_adapter_bytes: u64,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Time between heartbeats.
+    pub heartbeat: Duration,
 }
 
 /// Failures that stop the runtime (everything else is retried).
@@ -76,7 +83,7 @@ impl From<ClientError> for SessionEnd {
 
 /// The runtime.
 pub struct Runtime<C, T> {
-    client: C,
+    client: Arc<C>,
     trainer: Option<T>,
     settings: Settings,
     feedback: ErrorFeedback,
@@ -87,7 +94,7 @@ pub struct Runtime<C, T> {
 impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
     pub fn new(client: C, trainer: T, settings: Settings) -> Self {
         Self {
-            client,
+            client: Arc::new(client),
             trainer: Some(trainer),
             settings,
             feedback: ErrorFeedback::new(),
@@ -110,6 +117,14 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), NodeError> {
         let span = tracing::info_span!("node", node_id = %self.settings.node_id);
+        let _heartbeat = AbortOnDrop(tokio::spawn(
+            heartbeat(
+                Arc::clone(&self.client),
+                self.settings.heartbeat,
+                self.status.subscribe(),
+            )
+            .instrument(span.clone()),
+        ));
         let mut backoff = Backoff::new(self.settings.backoff_base, self.settings.backoff_max);
         tokio::pin!(shutdown);
         loop {
@@ -292,5 +307,33 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
                 s.submitted += 1;
             }
         });
+    }
+}
+
+/// Aborts a task when dropped, so the heartbeat stops with the runtime however `run` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends a heartbeat every `every` carrying the round the node works on.
+async fn heartbeat<C: CoordinatorClient>(
+    client: Arc<C>,
+    every: Duration,
+    status: watch::Receiver<Status>,
+) {
+    let every = every.max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let round = status.borrow().global_round;
+        match client.heartbeat(round).await {
+            Ok(open) => tracing::trace!(round, open, "heartbeat"),
+            Err(e) => tracing::debug!(round, error = %e, "heartbeat failed"),
+        }
     }
 }

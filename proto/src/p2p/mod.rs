@@ -30,4 +30,5 @@ pub use keyfile::{generate_keypair, load_keypair, peer_id, write_keypair};
 pub use server::{Handler, Identity, Server, ServerHandle};
 
 pub use libp2p::identity::Keypair;
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
