@@ -384,6 +384,7 @@ impl CompletionRequest {
                 .transpose()?,
             early_stop: self.early_stop.unwrap_or(true),
             shift_logits: None,
+            dgr: None,
         };
 
         let stop = stop_list(self.stop)?;
