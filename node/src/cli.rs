@@ -27,6 +27,8 @@ pub enum Command {
     Serve(crate::serve_cmd::ServeArgs),
     /// Fine-tune a TALoRA adapter (B only, A frozen from the run seed) on one built-in domain.
     Finetune(crate::finetune_cmd::FinetuneArgs),
+    /// Fill (`insert`) and look into (`inspect`) a node's pattern banks.
+    Banks(crate::banks_cmd::BanksArgs),
     /// Print the SHA-256 of a run's frozen A matrices (cross-process determinism checks).
     #[command(hide = true)]
     FrozenADigest(crate::frozen_a_cmd::FrozenAArgs),
@@ -46,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => crate::convert_cmd::run(args),
         Command::Serve(args) => crate::serve_cmd::run(args),
         Command::Finetune(args) => crate::finetune_cmd::run(args),
+        Command::Banks(args) => crate::banks_cmd::run(args),
         Command::FrozenADigest(args) => crate::frozen_a_cmd::run(args),
         Command::Keygen(args) => crate::keygen_cmd::run(args),
         Command::Run(args) => crate::run_cmd::run(args),

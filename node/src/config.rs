@@ -213,6 +213,49 @@ pub struct TrainSettings {
     pub seed: u64,
 }
 
+/// `[banks]`: the node's local pattern banks (DESIGN §5), filled after every round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BanksSection {
+    /// Folder the banks persist in; empty: kept in memory only (lost on restart).
+    pub dir: PathBuf,
+    /// Seed of the key projection (the same for insertion and retrieval).
+    pub key_seed: u64,
+}
+
+impl Default for BanksSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            key_seed: ruvdllm::bank::DEFAULT_KEY_SEED,
+        }
+    }
+}
+
+/// `[serve]`: the generation API of the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSection {
+    /// `host:port` to serve `/v1/completions` on; empty: no API.
+    pub listen: String,
+    /// Model id of the API (`model` in requests).
+    pub model_id: String,
+    pub max_concurrent: usize,
+    pub max_tokens: usize,
+}
+
+impl Default for ServeSection {
+    fn default() -> Self {
+        let c = crate::serve::Config::default();
+        Self {
+            listen: String::new(),
+            model_id: "ruvdllm".into(),
+            max_concurrent: c.max_concurrent,
+            max_tokens: c.max_tokens,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -240,6 +283,8 @@ pub struct File {
     pub libp2p: Libp2pSection,
     pub data: Data,
     pub train: Train,
+    pub banks: BanksSection,
+    pub serve: ServeSection,
 }
 
 impl Default for File {
@@ -261,6 +306,8 @@ impl Default for File {
             libp2p: Libp2pSection::default(),
             data: Data::default(),
             train: Train::default(),
+            banks: BanksSection::default(),
+            serve: ServeSection::default(),
         }
     }
 }
@@ -293,6 +340,13 @@ pub struct Settings {
     /// The base checkpoint to train on (`None`: the committed tiny base).
     pub model: Option<PathBuf>,
     pub train: TrainSettings,
+    /// Bank folder (`None`: in memory) and key seed.
+    pub banks_dir: Option<PathBuf>,
+    pub key_seed: u64,
+    /// The API's address (`None`: not served), model id and limits.
+    pub serve_listen: Option<std::net::SocketAddr>,
+    pub serve_id: String,
+    pub serve: crate::serve::Config,
 }
 
 impl File {
@@ -317,6 +371,9 @@ impl File {
             paths.push(&mut f.base_model);
         }
         paths.extend(f.data.corpus.iter_mut());
+        if !f.banks.dir.as_os_str().is_empty() {
+            paths.push(&mut f.banks.dir);
+        }
         for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -444,6 +501,27 @@ impl File {
             }
             DataSource::Corpus(self.data.corpus.clone())
         };
+        let serve_listen = if self.serve.listen.is_empty() {
+            None
+        } else {
+            Some(
+                self.serve
+                    .listen
+                    .parse::<std::net::SocketAddr>()
+                    .map_err(|e| invalid("serve.listen", format!("{}: {e}", self.serve.listen)))?,
+            )
+        };
+        let serve = crate::serve::Config {
+            max_concurrent: self.serve.max_concurrent,
+            max_tokens: self.serve.max_tokens,
+            ..crate::serve::Config::default()
+        };
+        serve
+            .validate()
+            .map_err(|e| invalid("serve", e.to_string()))?;
+        if self.serve.model_id.is_empty() {
+            return Err(invalid("serve.model_id", "must be set"));
+        }
         Ok(Settings {
             transport,
             runtime: runtime::Settings {
@@ -463,6 +541,11 @@ impl File {
             validation: d.validation,
             model: (!self.base_model.as_os_str().is_empty()).then(|| self.base_model.clone()),
             train: self.train.validate()?,
+            banks_dir: (!self.banks.dir.as_os_str().is_empty()).then(|| self.banks.dir.clone()),
+            key_seed: self.banks.key_seed,
+            serve_listen,
+            serve_id: self.serve.model_id.clone(),
+            serve,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! ([`serve`]) and the command-line tools a node operator uses (pretrain, finetune, eval,
 //! generate, convert, keygen) on top of the `ruvdllm` library.
 
+pub mod banks_cmd;
 pub mod cli;
 pub mod config;
 pub mod convert_cmd;

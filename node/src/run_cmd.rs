@@ -12,7 +12,9 @@ use anyhow::Context;
 use crate::config::{File, Overrides, Settings};
 use crate::daemon::any_client::AnyClient;
 use crate::daemon::local_data;
+use crate::daemon::serving::follow_global;
 use crate::daemon::{Runtime, TaloraTrainer};
+use crate::serve::{LocalBanks, ModelHandle, State};
 
 /// Where the config comes from, plus overrides.
 #[derive(clap::Args, Debug, Clone)]
@@ -75,7 +77,18 @@ pub fn trainer_for(settings: &Settings) -> anyhow::Result<TaloraTrainer> {
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let trainer = trainer_for(&settings)?;
+    let mut trainer = trainer_for(&settings)?;
+    let base = trainer.model().clone();
+    let banks = Arc::new(
+        LocalBanks::open(
+            settings.banks_dir.clone(),
+            base.config().d_model,
+            settings.key_seed,
+        )
+        .context("opening the pattern banks")?,
+    );
+    trainer = trainer.with_banks(banks.clone());
+    let spec = settings.train.spec.clone();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,7 +97,28 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let client = AnyClient::connect(&settings.transport, settings.runtime.max_adapter_bytes)?;
         let runtime = Runtime::new(client, trainer, settings.runtime);
+        let api = match settings.serve_listen {
+            Some(addr) => {
+                let tok: Arc<dyn ruvdllm::tokenizer::Tokenizer> =
+                    Arc::from(crate::model_arg::load(settings.model.as_deref())?.1);
+                let handle = ModelHandle::new(settings.serve_id.clone(), base.clone(), tok)?;
+                let state = State::new(handle.clone(), settings.serve.clone())?.with_banks(banks);
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the API on {addr}"))?;
+                tokio::spawn(follow_global(runtime.global(), handle, base, spec));
+                Some(tokio::spawn(crate::serve::run(
+                    listener,
+                    state,
+                    termination(),
+                )))
+            }
+            None => None,
+        };
         runtime.run(termination()).await?;
+        if let Some(api) = api {
+            api.await.context("API task")??;
+        }
         anyhow::Ok(())
     })
 }

@@ -122,6 +122,7 @@ impl SamplerArgs {
             refresh_every: self.cache_refresh,
             early_stop: !self.no_early_stop,
             shift_logits: None,
+            dgr: None,
         })
     }
 }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 use crate::model::lora::PositionDelta;
 
@@ -46,6 +46,35 @@ pub trait Denoiser {
 
     /// Like [`Self::forward`], and also returns the keys/values of every position of every layer.
     fn forward_cached(&self, batch: &Batch) -> Result<(Tensor, Self::Cache)>;
+
+    /// Width and dtype of the final hidden states, for models that can return them alongside
+    /// their logits (DGR keys its retrieval on them and applies its deltas in that dtype).
+    /// `None` (the default): the `*_hidden` forwards are unsupported.
+    fn hidden_states(&self) -> Option<(usize, DType)> {
+        None
+    }
+
+    /// Like [`Self::forward`], also returning the final hidden states `[B, L, d]`.
+    fn forward_hidden(&self, _batch: &Batch) -> Result<(Tensor, Tensor)> {
+        candle_core::bail!("this model does not report hidden states")
+    }
+
+    /// Like [`Self::forward_cached`], also returning the final hidden states `[B, L, d]`.
+    fn forward_cached_hidden(&self, _batch: &Batch) -> Result<(Tensor, Tensor, Self::Cache)> {
+        candle_core::bail!("this model does not report hidden states")
+    }
+
+    /// Like [`Self::forward_window`], also returning the window's final hidden states
+    /// `[B, len, d]`.
+    fn forward_window_hidden(
+        &self,
+        _batch: &Batch,
+        _start: usize,
+        _len: usize,
+        _cache: &mut Self::Cache,
+    ) -> Result<(Tensor, Tensor)> {
+        candle_core::bail!("this model does not report hidden states")
+    }
 
     /// Recomputes only positions `[start, start + len)` of the canvas: queries come from that
     /// window of `batch` (whose `ids`/`positions` still cover the whole canvas), keys/values of the

@@ -230,10 +230,12 @@ fn main() -> anyhow::Result<()> {
             logits: &logits,
             vocab: cfg.vocab_size,
             hidden: &hidden,
+            // the domain band, where the bank's patterns live
+            t: 0.5,
         };
         dgr_t.push(us(|| {
             selected = d
-                .observe(step, 1.0, &[row], &bank, n_dgr as u64)
+                .observe(step, &[row], &bank, n_dgr as u64)
                 .map(|p| p.entries.len())
                 .unwrap_or(0);
         }));

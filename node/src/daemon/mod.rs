@@ -15,10 +15,11 @@ pub mod grpc_client;
 pub mod local_data;
 pub mod p2p_client;
 pub mod runtime;
+pub mod serving;
 pub mod talora_trainer;
 pub mod trainer;
 
 pub use client::{ClientError, CoordinatorClient};
-pub use runtime::{NodeError, Runtime, Settings, Status};
+pub use runtime::{Global, GlobalHandle, NodeError, Runtime, Settings, Status};
 pub use talora_trainer::{RoundStats, TaloraTrainer, TrainerError};
 pub use trainer::{LocalTrainer, LocalUpdate, RoundInfo, TrainError};

@@ -67,8 +67,17 @@ pub struct Status {
     pub global_round: u64,
 }
 
-/// The latest global adapter, for serving generation between rounds.
-pub type GlobalHandle = watch::Receiver<Option<(u64, Arc<Delta>)>>;
+/// The latest global adapter a node fetched (B matrices), with what is needed to rebuild it.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub round: u64,
+    pub run_seed: u64,
+    /// SHA-256 of the encoded adapter, as announced.
+    pub hash: String,
+    pub delta: Arc<Delta>,
+}
+
+pub type GlobalHandle = watch::Receiver<Option<Global>>;
 
 enum SessionEnd {
     Retry(ClientError),
@@ -88,7 +97,7 @@ pub struct Runtime<C, T> {
     settings: Settings,
     feedback: ErrorFeedback,
     status: watch::Sender<Status>,
-    global: watch::Sender<Option<(u64, Arc<Delta>)>>,
+    global: watch::Sender<Option<Global>>,
 }
 
 impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
@@ -215,7 +224,12 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
         let global = codec::decode(&bytes, &limits)
             .map_err(|e| ClientError::Protocol(format!("decoding the global adapter: {e}")))?;
         let global = Arc::new(global);
-        self.global.send_replace(Some((ann.round, global.clone())));
+        self.global.send_replace(Some(Global {
+            round: ann.round,
+            run_seed: ann.run_seed,
+            hash: ann.global_hash.clone(),
+            delta: global.clone(),
+        }));
         self.status.send_modify(|s| s.global_round = ann.round);
 
         let info = RoundInfo {

@@ -74,6 +74,7 @@ pub struct TaloraTrainer {
     opts: TrainOptions,
     seed: u64,
     last: Option<RoundStats>,
+    banks: Option<Arc<crate::serve::LocalBanks>>,
 }
 
 impl std::fmt::Debug for TaloraTrainer {
@@ -143,7 +144,22 @@ impl TaloraTrainer {
             opts,
             seed,
             last: None,
+            banks: None,
         })
+    }
+
+    /// After each round, insert the global and the local adapter into `banks` (DESIGN §5):
+    /// the local pattern keyed on the training data, the global one on the validation data.
+    pub fn with_banks(mut self, banks: Arc<crate::serve::LocalBanks>) -> Self {
+        self.banks = Some(banks);
+        self
+    }
+
+    fn texts(examples: &[Example]) -> Vec<Vec<u32>> {
+        examples
+            .iter()
+            .map(|e| e.prompt.iter().chain(&e.answer).copied().collect())
+            .collect()
     }
 
     /// The base model.
@@ -225,6 +241,20 @@ impl TaloraTrainer {
         )
         .map_err(|e| TrainError(format!("TALoRA training: {e}")))?;
         let after = self.validation_losses(&trained)?;
+        if let Some(banks) = &self.banks {
+            // Local state: a failed insertion is logged, it never costs the round.
+            match banks.insert_round(
+                &self.model,
+                &start,
+                &trained,
+                &Self::texts(&self.validation),
+                &Self::texts(&self.examples),
+                ctx.round,
+            ) {
+                Ok(n) => tracing::info!(round = ctx.round, patterns = n, "banks updated"),
+                Err(e) => tracing::warn!(round = ctx.round, error = %e, "bank insertion failed"),
+            }
+        }
         let delta = trained
             .update_from(&start)
             .map_err(|e| TrainError(format!("computing the update: {e}")))?;

@@ -141,6 +141,8 @@ impl ApiError {
             | E::LogitsShape { .. }
             | E::NonFiniteLogits { .. }
             | E::NoCandidateToken { .. }
+            | E::HiddenShape { .. }
+            | E::Dgr(_)
             | E::Model(_) => None,
         };
         match param {
@@ -171,6 +173,7 @@ fn api_param(option: &str) -> &'static str {
         "top_k" => "top_k",
         "alg_temp" => "alg_temp",
         "eps" => "eps",
+        o if o.starts_with("dgr") => "dgr",
         _ => "options",
     }
 }

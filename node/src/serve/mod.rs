@@ -13,6 +13,7 @@
 //! and admission ([`State`]), request validation, the per-step text tracker, the blocking
 //! generation worker, the SSE body, the routes, and the error mapping ([`ApiError`]).
 
+mod banks;
 mod config;
 mod error;
 mod model_handle;
@@ -26,11 +27,14 @@ mod worker;
 
 use std::future::Future;
 
+pub use banks::{BanksError, LocalBanks};
 pub use config::{Config, ConfigError};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use model_handle::{HandleError, ModelHandle, Snapshot};
 pub use request::{CompletionRequest, Job, Prompt};
-pub use response::{Choice, Chunk, Completion, ModelCard, ModelList, RunInfo, StepInfo, Usage};
+pub use response::{
+    CardInfo, Choice, Chunk, Completion, DgrTouch, ModelCard, ModelList, RunInfo, StepInfo, Usage,
+};
 pub use routes::router;
 pub use state::{State, Stats};
 pub use text::{FinishReason, TextTracker};

@@ -35,11 +35,14 @@ pub struct Snapshot {
     pub model: Arc<Model>,
     /// How many times the model was replaced before this snapshot (0 = the one loaded at start).
     pub version: u64,
+    /// What the weights are, as told to [`ModelHandle::replace_labeled`].
+    pub label: Option<String>,
 }
 
 struct Current {
     model: Arc<Model>,
     version: u64,
+    label: Option<String>,
 }
 
 struct Inner {
@@ -92,7 +95,11 @@ impl ModelHandle {
                 created,
                 tokenizer,
                 specials: model.config().specials,
-                current: RwLock::new(Current { model, version: 0 }),
+                current: RwLock::new(Current {
+                    model,
+                    version: 0,
+                    label: None,
+                }),
             }),
         })
     }
@@ -134,12 +141,22 @@ impl ModelHandle {
         Snapshot {
             model: Arc::clone(&cur.model),
             version: cur.version,
+            label: cur.label.clone(),
         }
     }
 
     /// Swaps in `model` for every request that starts from now on; requests already running keep
     /// the model they started with. Returns the new version number.
     pub fn replace(&self, model: Arc<Model>) -> Result<u64, HandleError> {
+        self.replace_labeled(model, None)
+    }
+
+    /// [`Self::replace`], recording what the new weights are (shown in `/v1/models`).
+    pub fn replace_labeled(
+        &self,
+        model: Arc<Model>,
+        label: Option<String>,
+    ) -> Result<u64, HandleError> {
         let mut cur = self
             .inner
             .current
@@ -162,7 +179,8 @@ impl ModelHandle {
         }
         cur.model = model;
         cur.version += 1;
-        tracing::info!(model = %self.inner.id, version = cur.version, "served model replaced");
+        cur.label = label;
+        tracing::info!(model = %self.inner.id, version = cur.version, label = ?cur.label, "served model replaced");
         Ok(cur.version)
     }
 }

@@ -40,6 +40,14 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// The `dgr` field: on/off or explicit options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DgrField {
+    On(bool),
+    Options(ruvdllm::sampler::DgrOptions),
+}
+
 /// A completion request as it arrives.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +86,9 @@ pub struct CompletionRequest {
     pub cfg: Option<f64>,
     pub threshold: Option<f64>,
     pub cache: Option<CacheMode>,
+    /// DGR over the node's banks: `true` (defaults), `false`, or DGR options
+    /// (`threshold`, `max_positions`, `top_k`, `measure`).
+    pub dgr: Option<DgrField>,
     #[serde(alias = "refresh_every")]
     pub cache_refresh: Option<u64>,
     #[serde(alias = "logits_eos_inf")]
@@ -384,6 +395,14 @@ impl CompletionRequest {
                 .transpose()?,
             early_stop: self.early_stop.unwrap_or(true),
             shift_logits: None,
+            dgr: match self.dgr {
+                None | Some(DgrField::On(false)) => None,
+                Some(DgrField::On(true)) => Some(ruvdllm::sampler::DgrOptions::default()),
+                Some(DgrField::Options(o)) => {
+                    o.validate().map_err(|e| ApiError::from_sampler(&e))?;
+                    Some(o)
+                }
+            },
         };
 
         let stop = stop_list(self.stop)?;

@@ -47,6 +47,9 @@ pub struct RunInfo {
     pub rule: &'static str,
     /// Version of the served model (how often it was replaced before this request started).
     pub model_version: u64,
+    /// DGR: (row, position) deltas applied over the generation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dgr_applied: Option<usize>,
 }
 
 /// `POST /v1/completions` without `stream`.
@@ -72,6 +75,17 @@ pub struct StepInfo {
     pub committed: Vec<usize>,
     /// Fraction of the current block still masked when the step ran.
     pub t: f64,
+    /// DGR: the positions whose retrieved delta this step's forward applied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dgr: Vec<DgrTouch>,
+}
+
+/// One position DGR applied a delta at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DgrTouch {
+    pub position: usize,
+    pub band: &'static str,
+    pub patterns: Vec<u64>,
 }
 
 /// One server-sent event of a streamed completion.
@@ -111,6 +125,19 @@ pub struct ModelCard {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
+    /// What is being served right now.
+    pub ruvdllm: CardInfo,
+}
+
+/// The served weights behind a model id: they change when the daemon swaps in a new global.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CardInfo {
+    /// How often the model was replaced.
+    pub version: u64,
+    /// The label of the current weights (e.g. the global adapter's round and hash).
+    pub adapter: Option<String>,
+    /// Patterns in the local banks (`None`: DGR is not served).
+    pub patterns: Option<usize>,
 }
 
 /// `GET /v1/models`.
@@ -150,9 +177,11 @@ mod tests {
             canvas: "h░".into(),
             committed: vec![0],
             t: 1.0,
+            dgr: Vec::new(),
         });
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["ruvdllm"]["step"], 2);
         assert_eq!(v["ruvdllm"]["canvas"], "h░");
+        assert!(v["ruvdllm"].get("dgr").is_none(), "no DGR, no field");
     }
 }

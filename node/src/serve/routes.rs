@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::error::{ApiError, json_response};
 use super::request;
-use super::response::{Meta, ModelCard, ModelList};
+use super::response::{CardInfo, Meta, ModelCard, ModelList};
 use super::sse::{CancelOnDrop, EventStream};
 use super::state::{Outcome, State, Stats};
 use super::worker::{self, Ended, Sink, Work};
@@ -41,11 +41,17 @@ pub fn router(state: State) -> Router {
 }
 
 fn card(state: &State) -> ModelCard {
+    let snap = state.handle.snapshot();
     ModelCard {
         id: state.handle.id().to_string(),
         object: "model",
         created: state.handle.created(),
         owned_by: "ruvdllm",
+        ruvdllm: CardInfo {
+            version: snap.version,
+            adapter: snap.label,
+            patterns: state.banks.as_ref().map(|b| b.read().len()),
+        },
     }
 }
 
@@ -160,6 +166,13 @@ async fn completion(
         handle.specials(),
         max_seq_len,
     )?;
+    if job.options.dgr.is_some() && state.banks.is_none() {
+        return Err(ApiError::InvalidRequest {
+            message: "this server has no pattern banks: DGR is not available".into(),
+            param: Some("dgr".into()),
+            code: None,
+        });
+    }
     let mut admission = state.try_admit().ok_or(ApiError::Busy {
         max_concurrent: state.config.max_concurrent,
     })?;
@@ -187,6 +200,7 @@ async fn completion(
             model: handle.id().to_string(),
         },
         cancel,
+        banks: state.banks.clone(),
     };
 
     if !stream {

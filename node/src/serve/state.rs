@@ -49,6 +49,7 @@ pub struct State {
     permits: Arc<Semaphore>,
     stats: Arc<watch::Sender<Stats>>,
     next_id: Arc<AtomicU64>,
+    pub(crate) banks: Option<Arc<super::LocalBanks>>,
 }
 
 impl State {
@@ -62,7 +63,18 @@ impl State {
             config: Arc::new(config),
             stats: Arc::new(stats),
             next_id: Arc::new(AtomicU64::new(0)),
+            banks: None,
         })
+    }
+
+    /// Serves DGR over `banks` to requests that ask for it (`"dgr": true` or DGR options).
+    pub fn with_banks(mut self, banks: Arc<super::LocalBanks>) -> Self {
+        self.banks = Some(banks);
+        self
+    }
+
+    pub fn banks(&self) -> Option<&Arc<super::LocalBanks>> {
+        self.banks.as_ref()
     }
 
     /// The served model (clone it to [`ModelHandle::replace`] the weights while serving).

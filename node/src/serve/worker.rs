@@ -24,7 +24,9 @@ use tokio::sync::mpsc::error::SendTimeoutError;
 use super::error::ApiError;
 use super::model_handle::Snapshot;
 use super::request::Job;
-use super::response::{Choice, Chunk, Completion, Meta, RunInfo, StepInfo, TEXT_COMPLETION, Usage};
+use super::response::{
+    Choice, Chunk, Completion, DgrTouch, Meta, RunInfo, StepInfo, TEXT_COMPLETION, Usage,
+};
 use super::text::TextTracker;
 
 /// The SSE payload that ends a stream.
@@ -66,6 +68,8 @@ pub struct Work {
     pub job: Job,
     pub meta: Meta,
     pub cancel: Arc<AtomicBool>,
+    /// The node's banks, for requests with DGR.
+    pub banks: Option<Arc<super::LocalBanks>>,
 }
 
 /// How a generation ended.
@@ -101,7 +105,21 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
         job,
         meta,
         cancel,
+        banks,
     } = work;
+    // Held for the whole generation when DGR is on: retrieval sees one consistent bank.
+    let guard = match (&job.options.dgr, &banks) {
+        (Some(_), Some(b)) => Some(b.read()),
+        _ => None,
+    };
+    let retrieval = match (&guard, &banks) {
+        (Some(g), Some(b)) => Some(sampler::Retrieval {
+            banks: g,
+            projection: b.projection(),
+            now: g.clock(),
+        }),
+        _ => None,
+    };
     let tok: &dyn Tokenizer = tokenizer.as_ref();
     let row_prompts: Vec<&super::request::Prompt> = job
         .prompts
@@ -121,12 +139,13 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
     let mut client_gone = false;
 
     let model = snapshot.model.as_ref();
-    let result = sampler::generate(
+    let result = sampler::generate_with(
         model,
         model.device(),
         &specials,
         &job.options,
         &request,
+        retrieval,
         |ev| {
             if cancel.load(Ordering::Relaxed) {
                 client_gone = true;
@@ -157,6 +176,15 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
                     canvas: canvas(generated, tok),
                     committed: row.committed.clone(),
                     t: row.t,
+                    dgr: row
+                        .dgr_applied
+                        .iter()
+                        .map(|u| DgrTouch {
+                            position: u.position,
+                            band: u.band.name(),
+                            patterns: u.patterns.clone(),
+                        })
+                        .collect(),
                 });
                 if !sink.send(to_json(&chunk)) {
                     client_gone = true;
@@ -250,6 +278,7 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
             nfe: out.nfe,
             rule: job.options.rule.name(),
             model_version: snapshot.version,
+            dgr_applied: job.options.dgr.as_ref().map(|_| out.dgr_applied),
         },
     }))
 }

@@ -69,6 +69,16 @@ impl Banks {
         self.len() == 0
     }
 
+    /// The latest insertion or use time of any pattern (0 for empty banks): the "now" a caller
+    /// without a clock of its own retrieves at, so recency is relative to the newest pattern.
+    pub fn clock(&self) -> u64 {
+        self.banks
+            .iter()
+            .flat_map(|b| b.patterns().into_iter().map(|p| p.last_use))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Saves each bank into `dir/<band>/`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         for b in &self.banks {

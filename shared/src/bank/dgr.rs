@@ -4,9 +4,10 @@
 //! Running a second forward per step would double the cost, so DGR lags by one step: after the
 //! forward of step `s` the caller hands [`Dgr::observe`] that step's logits and final hidden
 //! states of the still-masked positions; DGR selects the uncertain positions
-//! ([`super::uncertainty`]), retrieves the top-3 patterns of the current band for each (keyed on
-//! the projected hidden state of that position) and composes them into one low-rank q/v delta
-//! per position. That plan is for step `s + 1` only: [`Dgr::plan_for`] returns it for exactly that
+//! ([`super::uncertainty`]), retrieves the top-3 patterns of the row's current band (the band of
+//! the row's own `t`: rows of one batch may sit in different bands) for each, keyed on the
+//! projected hidden state of that position, and composes them into one low-rank q/v delta per
+//! position. That plan is for step `s + 1` only: [`Dgr::plan_for`] returns it for exactly that
 //! step and nothing for any other, so a delta derived from step `s` can never leak into step `s`
 //! itself or linger past `s + 1`.
 //!
@@ -15,6 +16,7 @@
 
 use crate::aggregate::daf::Band;
 
+use super::banks::{Banks, band_of};
 use super::compose::{Method, compose_scored};
 use super::error::{Error, Result};
 use super::key::KeyProjection;
@@ -52,6 +54,9 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy)]
 pub struct RowObservation<'a> {
     pub row: usize,
+    /// The row's diffusion time at this step (fraction of its block still masked): it scales the
+    /// uncertainty and picks the band.
+    pub t: f32,
     /// Canvas positions of the masked tokens, one per logits/hidden row.
     pub positions: &'a [usize],
     /// `positions.len() × vocab` logits.
@@ -65,6 +70,8 @@ pub struct RowObservation<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub row: usize,
+    /// The band whose bank the patterns came from.
+    pub band: Band,
     pub position: usize,
     pub uncertainty: f32,
     /// The composed patterns, best first.
@@ -78,7 +85,6 @@ pub struct Entry {
 pub struct Plan {
     /// The step whose forward applies this plan.
     pub step: u64,
-    pub band: Band,
     /// Every selected position per row (also those for which the bank had no pattern).
     pub selected: Vec<(usize, Selected)>,
     pub entries: Vec<Entry>,
@@ -95,6 +101,25 @@ impl Plan {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+}
+
+/// Where DGR finds the bank of a band.
+pub trait BankSource {
+    /// The bank of `band`, or `None` when there is none (nothing is retrieved).
+    fn bank(&self, band: Band) -> Option<&Bank>;
+}
+
+impl BankSource for Banks {
+    fn bank(&self, band: Band) -> Option<&Bank> {
+        Some(self.get(band))
+    }
+}
+
+/// A single bank serves its own band only.
+impl BankSource for Bank {
+    fn bank(&self, band: Band) -> Option<&Bank> {
+        (self.band() == band).then_some(self)
     }
 }
 
@@ -133,14 +158,13 @@ impl Dgr {
         self.last_observed = None;
     }
 
-    /// After the forward of `step` (time `t`, band `bank.band()`): selects, retrieves and
-    /// composes the plan for `step + 1`. Steps must increase.
+    /// After the forward of `step`: per row, selects by the row's `t`, retrieves from the bank of
+    /// `band_of(t)` and composes the plan for `step + 1`. Steps must increase.
     pub fn observe(
         &mut self,
         step: u64,
-        t: f32,
         rows: &[RowObservation<'_>],
-        bank: &Bank,
+        banks: &impl BankSource,
         now: u64,
     ) -> Result<&Plan> {
         if let Some(prev) = self.last_observed
@@ -164,17 +188,23 @@ impl Dgr {
                     ),
                 });
             }
+            let band = band_of(r.t);
+            let bank = banks.bank(band);
             let picks = select(
                 r.logits,
                 r.vocab,
                 r.positions,
-                t,
+                r.t,
                 self.cfg.measure,
                 self.cfg.threshold,
                 self.cfg.max_positions,
             )?;
             for s in picks {
                 selected.push((r.row, s));
+                let Some(bank) = bank else { continue };
+                if bank.is_empty() {
+                    continue;
+                }
                 // Index of this position among the row's masked positions (selected positions
                 // come from `positions`, so it exists).
                 let Some(i) = r.positions.iter().position(|p| *p == s.position) else {
@@ -192,6 +222,7 @@ impl Dgr {
                 let delta = compose_scored(&parts, self.cfg.method)?;
                 entries.push(Entry {
                     row: r.row,
+                    band,
                     position: s.position,
                     uncertainty: s.uncertainty,
                     patterns: top,
@@ -202,7 +233,6 @@ impl Dgr {
         self.last_observed = Some(step);
         Ok(&*self.pending.insert(Plan {
             step: step + 1,
-            band: bank.band(),
             selected,
             entries,
         }))

@@ -81,6 +81,44 @@ pub fn hidden_states(
         .to_vec1::<f32>()
 }
 
+/// The key of a data set (DESIGN §5): texts packed into `rows` canvases of `seq_len`, half the
+/// positions masked (a canvas mid-denoising, seeded), the mean final hidden state over every
+/// position, projected. Forwards run in chunks of 8 canvases so memory stays bounded.
+pub fn data_key(
+    model: &Model,
+    projection: &super::KeyProjection,
+    texts: &[Vec<u32>],
+    rows: usize,
+    seq_len: usize,
+    seed: u64,
+) -> std::result::Result<Vec<f32>, super::Error> {
+    let sp = model.config().specials;
+    let canvases = pack_canvases(texts, rows, seq_len, sp.bos, sp.eos);
+    if canvases.is_empty() {
+        return Err(super::Error::Empty {
+            what: "texts for a data key",
+        });
+    }
+    let d = model.config().d_model;
+    let mut sum = vec![0.0f64; d];
+    let mut n = 0usize;
+    for (i, chunk) in canvases.chunks(8).enumerate() {
+        let h = hidden_states(model, chunk, 0.5, seed.wrapping_add(i as u64)).map_err(|e| {
+            super::Error::Dgr {
+                reason: format!("forward for a data key: {e}"),
+            }
+        })?;
+        for row in h.chunks_exact(d) {
+            sum.iter_mut()
+                .zip(row)
+                .for_each(|(s, x)| *s += f64::from(*x));
+            n += 1;
+        }
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n.max(1) as f64) as f32).collect();
+    projection.project(&mean)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

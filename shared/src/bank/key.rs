@@ -20,6 +20,10 @@ use super::error::{Error, Result};
 /// Width of every pattern key.
 pub const KEY_DIM: usize = 64;
 
+/// The projection seed a node's banks use unless configured otherwise: keys made at insertion
+/// and at retrieval must come from the same projection, so the CLI and the daemon share it.
+pub const DEFAULT_KEY_SEED: u64 = 0x6b65_7973;
+
 /// The fixed projection `d_model → 64`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyProjection {

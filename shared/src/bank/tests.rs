@@ -263,9 +263,10 @@ fn dgr_plan_applies_exactly_one_step_later() {
         logits: &lg,
         vocab: 16,
         hidden: &hidden,
+        t: 0.5,
     };
     assert!(dgr.plan_for(0).is_none());
-    let plan = dgr.observe(3, 1.0, &[row], &bank, 5).unwrap().clone();
+    let plan = dgr.observe(3, &[row], &bank, 5).unwrap().clone();
     assert_eq!(plan.step, 4);
     assert_eq!(
         plan.selected
@@ -295,18 +296,21 @@ fn dgr_plan_applies_exactly_one_step_later() {
     }
     assert!(!plan.pattern_ids().is_empty());
     // the next observation replaces the plan; steps must increase
-    assert!(dgr.observe(3, 1.0, &[row], &bank, 5).is_err());
+    assert!(dgr.observe(3, &[row], &bank, 5).is_err());
     let quiet = logits(&[1, 1, 2, 1]);
     let row2 = dgr::RowObservation {
         logits: &quiet,
         ..row
     };
-    let p2 = dgr.observe(4, 1.0, &[row2], &bank, 6).unwrap();
+    let p2 = dgr.observe(4, &[row2], &bank, 6).unwrap();
     assert!(p2.selected.is_empty() && p2.entries.is_empty());
     assert!(dgr.plan_for(4).is_none());
     assert_eq!(dgr.plan_for(5).map(|p| p.entries.len()), Some(0));
     // a late step with small t divides by √t: position 6 (2 tokens, 0.25) crosses 0.5 at t < 0.25
-    let p3 = dgr.observe(5, 0.2, &[row], &bank, 7).unwrap();
+    // (t = 0.2 is the fine band: this domain bank is not consulted, selection still happens)
+    let p3 = dgr
+        .observe(5, &[dgr::RowObservation { t: 0.2, ..row }], &bank, 7)
+        .unwrap();
     assert_eq!(
         p3.selected
             .iter()
@@ -319,7 +323,7 @@ fn dgr_plan_applies_exactly_one_step_later() {
         hidden: &hidden[..10],
         ..row
     };
-    assert!(dgr.observe(6, 0.5, &[bad], &bank, 8).is_err());
+    assert!(dgr.observe(6, &[bad], &bank, 8).is_err());
 }
 
 #[test]
@@ -334,8 +338,9 @@ fn dgr_with_an_empty_bank_selects_but_applies_nothing() {
         logits: &lg,
         vocab: 16,
         hidden: &hidden,
+        t: 0.5,
     };
-    let plan = dgr.observe(0, 1.0, &[row], &bank, 0).unwrap();
+    let plan = dgr.observe(0, &[row], &bank, 0).unwrap();
     assert_eq!(plan.selected.len(), 1);
     assert!(plan.entries.is_empty());
 }

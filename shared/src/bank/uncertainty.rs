@@ -13,7 +13,8 @@
 use super::error::{Error, Result};
 
 /// Which spread measure DGR uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Measure {
     #[default]
     Entropy,

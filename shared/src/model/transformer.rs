@@ -509,4 +509,30 @@ impl Denoiser for Model {
     ) -> Result<Tensor> {
         Ok(Model::forward_window(self, batch, start, len, cache)?.logits)
     }
+
+    fn hidden_states(&self) -> Option<(usize, DType)> {
+        Some((self.cfg.d_model, self.dtype))
+    }
+
+    fn forward_hidden(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        let out = self.forward_full(batch, None)?;
+        Ok((out.logits, out.hidden))
+    }
+
+    fn forward_cached_hidden(&self, batch: &Batch) -> Result<(Tensor, Tensor, KvCache)> {
+        let mut cache = KvCache { layers: Vec::new() };
+        let out = self.forward_full(batch, Some(&mut cache))?;
+        Ok((out.logits, out.hidden, cache))
+    }
+
+    fn forward_window_hidden(
+        &self,
+        batch: &Batch,
+        start: usize,
+        len: usize,
+        cache: &mut KvCache,
+    ) -> Result<(Tensor, Tensor)> {
+        let out = Model::forward_window(self, batch, start, len, cache)?;
+        Ok((out.logits, out.hidden))
+    }
 }

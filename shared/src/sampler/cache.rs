@@ -30,6 +30,18 @@ pub(crate) struct Forwarder<'m, D: Denoiser> {
     pub full: usize,
     /// Window forwards run so far.
     pub windows: usize,
+    /// Canvas columns `[start, start + len)` the last forward computed (DGR's deltas only act
+    /// there).
+    pub last_window: (usize, usize),
+}
+
+/// One step's model outputs for the current block.
+pub(crate) struct BlockOut {
+    /// `rows × (end − start) × vocab` f32, row-major, shift applied.
+    pub logits: Vec<f32>,
+    /// With `hidden_rows = Some(n)`: the final hidden state each of those logits was read from,
+    /// for the first `n` rows, `n × (end − start) × d` f32.
+    pub hidden: Option<Vec<f32>>,
 }
 
 /// What one step needs.
@@ -53,18 +65,21 @@ impl<'m, D: Denoiser> Forwarder<'m, D> {
             cache: None,
             full: 0,
             windows: 0,
+            last_window: (0, 0),
         }
     }
 
     /// The logits of the current block, `rows × (end − start) × vocab` f32 (row-major), with the
-    /// shift already applied.
+    /// shift already applied; with `hidden_rows`, also the matching final hidden states of the
+    /// first `hidden_rows` rows.
     pub fn block_logits(
         &mut self,
         batch: &Batch,
         rows: usize,
         vocab: usize,
         w: &StepWindow,
-    ) -> Result<Vec<f32>, Error> {
+        hidden_rows: Option<usize>,
+    ) -> Result<BlockOut, Error> {
         let nb = w.end - w.start;
         let total = rows.saturating_mul(nb).saturating_mul(vocab);
         if total > MAX_STEP_LOGITS {
@@ -81,10 +96,17 @@ impl<'m, D: Denoiser> Forwarder<'m, D> {
             w.start
         };
         let refresh = self.cache.is_none() || w.step_in_block.is_multiple_of(self.refresh_every);
-        let (out, out_start, expected_q) = match (self.mode, self.cache.as_mut()) {
+        let want = hidden_rows.is_some();
+        let (out, hidden, out_start, expected_q) = match (self.mode, self.cache.as_mut()) {
             (CacheMode::None, _) => {
                 self.full += 1;
-                (self.model.forward(batch)?, 0, w.len)
+                let (out, hidden) = if want {
+                    let (o, h) = self.model.forward_hidden(batch)?;
+                    (o, Some(h))
+                } else {
+                    (self.model.forward(batch)?, None)
+                };
+                (out, hidden, 0, w.len)
             }
             (_, Some(cache)) if !refresh => {
                 let end = match self.mode {
@@ -92,18 +114,33 @@ impl<'m, D: Denoiser> Forwarder<'m, D> {
                     _ => w.len,
                 };
                 self.windows += 1;
-                let out = self
-                    .model
-                    .forward_window(batch, first, end - first, cache)?;
-                (out, first, end - first)
+                let (out, hidden) = if want {
+                    let (o, h) =
+                        self.model
+                            .forward_window_hidden(batch, first, end - first, cache)?;
+                    (o, Some(h))
+                } else {
+                    let o = self
+                        .model
+                        .forward_window(batch, first, end - first, cache)?;
+                    (o, None)
+                };
+                (out, hidden, first, end - first)
             }
             _ => {
                 self.full += 1;
-                let (out, cache) = self.model.forward_cached(batch)?;
+                let (out, hidden, cache) = if want {
+                    let (o, h, c) = self.model.forward_cached_hidden(batch)?;
+                    (o, Some(h), c)
+                } else {
+                    let (o, c) = self.model.forward_cached(batch)?;
+                    (o, None, c)
+                };
                 self.cache = Some(cache);
-                (out, 0, w.len)
+                (out, hidden, 0, w.len)
             }
         };
+        self.last_window = (out_start, expected_q);
         let dims = out.dims().to_vec();
         if dims != [rows, expected_q, vocab] {
             return Err(Error::LogitsShape {
@@ -111,20 +148,41 @@ impl<'m, D: Denoiser> Forwarder<'m, D> {
                 got: dims,
             });
         }
-        let picked = if w.shift && w.start == 0 {
-            // Position 0 keeps its own logits: cat([logits[:, :1], logits[:, :-1]]).
-            let head = out.narrow(1, 0, 1)?;
-            if nb > 1 {
-                Tensor::cat(&[head, out.narrow(1, 0, nb - 1)?], 1)?
+        let pick = |t: &Tensor| -> candle_core::Result<Tensor> {
+            if w.shift && w.start == 0 {
+                // Position 0 keeps its own logits: cat([logits[:, :1], logits[:, :-1]]).
+                let head = t.narrow(1, 0, 1)?;
+                if nb > 1 {
+                    Tensor::cat(&[head, t.narrow(1, 0, nb - 1)?], 1)
+                } else {
+                    Ok(head)
+                }
             } else {
-                head
+                t.narrow(1, first - out_start, nb)
             }
-        } else {
-            out.narrow(1, first - out_start, nb)?
         };
-        Ok(picked
+        let logits = pick(&out)?
             .to_dtype(DType::F32)?
             .flatten_all()?
-            .to_vec1::<f32>()?)
+            .to_vec1::<f32>()?;
+        let hidden = match (hidden, hidden_rows) {
+            (Some(h), Some(n)) => {
+                let hd = h.dims().to_vec();
+                if hd.len() != 3 || hd[0] != rows || hd[1] != expected_q || n > rows {
+                    return Err(Error::HiddenShape {
+                        expected: vec![rows, expected_q],
+                        got: hd,
+                    });
+                }
+                Some(
+                    pick(&h.narrow(0, 0, n)?)?
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?,
+                )
+            }
+            _ => None,
+        };
+        Ok(BlockOut { logits, hidden })
     }
 }

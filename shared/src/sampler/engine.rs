@@ -11,6 +11,7 @@ use candle_core::Device;
 
 use super::batch::Canvas;
 use super::cache::{Forwarder, StepWindow};
+use super::dgr::{DgrUse, Retrieval, Runner};
 use super::dream::{self, Sampling};
 use super::llada::{self, Scratch};
 use super::noise::{self, RowRng};
@@ -138,6 +139,7 @@ pub(crate) fn run<D, F>(
     special: &SpecialTokens,
     opts: &Options,
     request: &Request,
+    retrieval: Option<Retrieval<'_>>,
     mut on_step: F,
 ) -> Result<Output, Error>
 where
@@ -178,6 +180,23 @@ where
         Rule::Dream { eps, .. } => schedule::dream_timesteps(plan.steps_per_block, eps),
         _ => Vec::new(),
     };
+    let mut dgr = match (&opts.dgr, retrieval) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Error::InvalidOption {
+                option: "dgr",
+                reason: "DGR needs pattern banks to retrieve from".into(),
+            });
+        }
+        (Some(o), Some(r)) => {
+            let hidden = model.hidden_states().ok_or_else(|| Error::InvalidOption {
+                option: "dgr",
+                reason: "the model does not report hidden states".into(),
+            })?;
+            Some(Runner::new(o, r, hidden, shift, canvas.prompt_len)?)
+        }
+    };
+    let mut dgr_total = 0usize;
     let mut fwd = Forwarder::new(model, opts.cache, plan.refresh_every);
     let mut scratch = Scratch::default();
     let mut logits_buf: Vec<f64> = Vec::with_capacity(vocab);
@@ -231,8 +250,38 @@ where
                 step_in_block: sib,
                 shift,
             };
-            let logits = fwd.block_logits(&batch, model_rows, vocab, &window)?;
+            let planned = match &dgr {
+                Some(d) => {
+                    let (delta, planned) = d.delta_for(step as u64, device)?;
+                    batch.position_delta = delta;
+                    planned
+                }
+                None => Vec::new(),
+            };
+            let out =
+                fwd.block_logits(&batch, model_rows, vocab, &window, dgr.as_ref().map(|_| b))?;
+            let logits = out.logits;
             let nfe = fwd.full + fwd.windows;
+            // What the forward really computed: window forwards skip columns outside the window.
+            let (w0, wl) = fwd.last_window;
+            let mut dgr_applied: Vec<Vec<DgrUse>> = vec![Vec::new(); b];
+            for p in planned {
+                if p.column >= w0 && p.column < w0 + wl {
+                    dgr_total += 1;
+                    dgr_applied[p.row].push(p.report);
+                }
+            }
+            let mut dgr_selected = match (dgr.as_mut(), out.hidden.as_deref()) {
+                (Some(d), Some(hidden)) => d.observe(
+                    step as u64,
+                    &masked,
+                    (start, block_length),
+                    &logits,
+                    hidden,
+                    vocab,
+                )?,
+                _ => vec![Vec::new(); b],
+            };
             let mut t_rows = vec![0.0; b];
             let mut committed: Vec<Vec<usize>> = vec![Vec::new(); b];
             for r in 0..b {
@@ -348,6 +397,8 @@ where
                         canvas: canvas.unpadded(r),
                         prompt_len: request.rows[r].prompt.len(),
                         finished: rows[r].finished || !canvas.generated(r).contains(&special.mask),
+                        dgr_applied: std::mem::take(&mut dgr_applied[r]),
+                        dgr_selected: std::mem::take(&mut dgr_selected[r]),
                     })
                     .collect(),
             };
@@ -384,6 +435,7 @@ where
         nfe: fwd.full + fwd.windows,
         window_nfe: fwd.windows,
         cancelled,
+        dgr_applied: dgr_total,
     })
 }
 

@@ -51,6 +51,13 @@ pub enum Error {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    #[error("the model returned hidden states of shape {got:?}, expected {expected:?} × d")]
+    HiddenShape {
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("DGR: {0}")]
+    Dgr(#[from] crate::bank::Error),
     #[error("row {row}: the model returned a NaN or +inf logit at canvas position {position}")]
     NonFiniteLogits { row: usize, position: usize },
     #[error("row {row}: no token is allowed at canvas position {position} (all logits are -inf)")]

@@ -20,6 +20,7 @@
 
 mod batch;
 mod cache;
+mod dgr;
 mod dream;
 mod engine;
 mod error;
@@ -41,6 +42,7 @@ use candle_core::Device;
 
 pub use batch::positions;
 pub use cache::MAX_STEP_LOGITS;
+pub use dgr::{DgrOptions, DgrUse, MAX_DGR_POSITIONS, MAX_DGR_TOP_K, Retrieval};
 pub use error::Error;
 pub use options::{CacheMode, DreamAlg, MAX_GEN_LENGTH, MAX_STEPS, Options, Remasking, Rule};
 pub use schedule::Alpha;
@@ -110,6 +112,8 @@ pub struct Output {
     pub window_nfe: usize,
     /// The callback stopped the generation early.
     pub cancelled: bool,
+    /// DGR: (row, position) deltas applied over all forwards.
+    pub dgr_applied: usize,
 }
 
 /// One row's view of a step.
@@ -125,6 +129,12 @@ pub struct RowStep<'a> {
     pub prompt_len: usize,
     /// The row is complete (early stop or nothing left to unmask).
     pub finished: bool,
+    /// DGR: the positions whose delta this step's forward applied (selected after the previous
+    /// step), with the pattern ids composed for each. Empty without DGR.
+    pub dgr_applied: Vec<DgrUse>,
+    /// DGR: the positions selected after this step's forward; those with patterns get their
+    /// delta in the next step's forward.
+    pub dgr_selected: Vec<DgrUse>,
 }
 
 /// What the per-step callback sees.
@@ -153,5 +163,23 @@ where
     D: Denoiser,
     F: FnMut(&StepEvent<'_>) -> ControlFlow<()>,
 {
-    engine::run(model, device, special, options, request, on_step)
+    engine::run(model, device, special, options, request, None, on_step)
+}
+
+/// [`generate`] with the banks DGR retrieves from (used when `options.dgr` is set; DGR without
+/// a retrieval is an [`Error::InvalidOption`]).
+pub fn generate_with<D, F>(
+    model: &D,
+    device: &Device,
+    special: &SpecialTokens,
+    options: &Options,
+    request: &Request,
+    retrieval: Option<Retrieval<'_>>,
+    on_step: F,
+) -> Result<Output, Error>
+where
+    D: Denoiser,
+    F: FnMut(&StepEvent<'_>) -> ControlFlow<()>,
+{
+    engine::run(model, device, special, options, request, retrieval, on_step)
 }

@@ -188,6 +188,9 @@ pub struct Options {
     pub early_stop: bool,
     /// Shift logits right by one (Dream-style); `None`: ask the model.
     pub shift_logits: Option<bool>,
+    /// Denoising-guided retrieval from the node's pattern banks (needs a
+    /// [`super::Retrieval`] passed to [`super::generate_with`]); `None`: off.
+    pub dgr: Option<super::dgr::DgrOptions>,
 }
 
 impl Default for Options {
@@ -206,6 +209,7 @@ impl Default for Options {
             refresh_every: None,
             early_stop: true,
             shift_logits: None,
+            dgr: None,
         }
     }
 }
@@ -238,6 +242,9 @@ fn check_finite_nonneg(option: &'static str, v: f64) -> Result<(), Error> {
 impl Options {
     /// Checks every field and resolves the defaults.
     pub(crate) fn plan(&self) -> Result<Plan, Error> {
+        if let Some(d) = &self.dgr {
+            d.validate()?;
+        }
         if self.gen_length == 0 || self.gen_length > MAX_GEN_LENGTH {
             return Err(invalid(
                 "gen_length",

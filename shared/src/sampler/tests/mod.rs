@@ -1,6 +1,7 @@
 //! End-to-end tests of [`super::generate`] against the test models in [`super::testing`].
 
 mod batch;
+mod dgr;
 mod errors;
 mod fast;
 mod llada;
