@@ -4,7 +4,10 @@
 //! for): every honest node posts the update it is about to send, and the attackers of that round
 //! wait until all honest updates are there, then each submits its row of
 //! [`Attack::generate`]'s output. All attackers compute the same seeded output, so they collude
-//! without talking to each other. The wait is bounded: an attacker that cannot see the honest
+//! without talking to each other. Many attacks give every attacker the same vector, and the
+//! coordinator refuses a byte-identical payload as a replay; so attacker `i` scales its row by
+//! `1 + 10⁻³·i` — the same attack in effect, distinct on the wire after any codec (the strongest
+//! attacker a replay check can meet). The wait is bounded: an attacker that cannot see the honest
 //! updates in time fails its round with a typed error instead of hanging.
 
 use std::collections::BTreeMap;
@@ -106,7 +109,12 @@ pub fn attack_update(
     }
     let views: Vec<&[f32]> = honest.iter().map(|p| p.flat.as_slice()).collect();
     let mut out = attack.generate(&views, f, seed)?;
-    Ok(out.swap_remove(index))
+    let mut row = out.swap_remove(index);
+    let scale = 1.0 + 1e-3 * index as f32;
+    for v in &mut row {
+        *v *= scale;
+    }
+    Ok(row)
 }
 
 /// What an attacker claims: the honest nodes' largest per-band improvement and their mean sample
@@ -162,5 +170,30 @@ mod tests {
             attack_update(&Attack::SignFlip { c: 1.0 }, &honest, 1, 1, 0),
             Err(BoardError::Index { .. })
         ));
+    }
+
+    #[test]
+    fn colluding_attackers_send_distinct_payloads() {
+        let honest = [posted(1.0, 0.1), posted(3.0, 0.3)];
+        let opts = ruvdllm::codec::EncodeOptions::new("int8".parse().unwrap());
+        let delta = |flat: Vec<f32>| {
+            ruvdllm::delta::Delta::new(vec![
+                ruvdllm::delta::NamedTensor::new("talora.domain.q.lora_B.weight", vec![4], flat)
+                    .unwrap(),
+            ])
+            .unwrap()
+        };
+        let payloads: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                let u = attack_update(&Attack::SignFlip { c: 1.0 }, &honest, i, 3, 0).unwrap();
+                // The same attack in effect (within 0.3 %) ...
+                assert!(u.iter().all(|&x| (x + 2.0).abs() <= 2.0 * 3e-3), "{u:?}");
+                ruvdllm::codec::encode(&delta(u), &opts).unwrap()
+            })
+            .collect();
+        // ... but never a byte-identical payload the coordinator would refuse as a replay.
+        assert_ne!(payloads[0], payloads[1]);
+        assert_ne!(payloads[1], payloads[2]);
+        assert_ne!(payloads[0], payloads[2]);
     }
 }
