@@ -38,7 +38,8 @@ pub struct DgrArgs {
     /// Retrieve patterns for uncertain positions and apply them one step later (needs --banks).
     #[arg(long, requires = "banks")]
     pub dgr: bool,
-    /// Bank folder (from `node banks insert` or the node daemon's `[banks] dir`).
+    /// Bank folder (from `node banks insert` or the node daemon's `[banks] dir`); the patterns
+    /// DGR applied get their last use updated there after the generation.
     #[arg(long)]
     pub banks: Option<PathBuf>,
     /// Uncertainty (entropy / ln V over √t) above which a position retrieves.
@@ -109,11 +110,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let model = &loaded.model;
     let specials = loaded.config.specials;
     let mut options = args.sampler.options()?;
-    let dgr = args.dgr.load(loaded.config.d_model)?;
+    let mut dgr = args.dgr.load(loaded.config.d_model)?;
     if let Some((o, banks, _)) = &dgr {
         options.dgr = Some(o.clone());
         eprintln!("DGR over {} patterns", banks.len());
     }
+    let now = dgr.as_ref().map(|(_, banks, _)| banks.clock());
     let retrieval = dgr.as_ref().map(|(_, banks, projection)| Retrieval {
         banks,
         projection,
@@ -174,6 +176,21 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         },
     )?;
     let secs = start.elapsed().as_secs_f64();
+    if let (Some((_, banks, _)), Some(now), Some(dir)) = (dgr.as_mut(), now, &args.dgr.banks)
+        && !out.dgr_used.is_empty()
+    {
+        // Bookkeeping after retrieval (DESIGN §5): last use of the applied patterns; a plain
+        // generation has no held-out signal, so success is left as it is (bank::usage).
+        let rec = out.dgr_used.record(banks, now, None)?;
+        banks
+            .save(dir)
+            .with_context(|| format!("saving banks to {}", dir.display()))?;
+        eprintln!(
+            "DGR used {} patterns; last use set to {now} in {}",
+            rec.touched,
+            dir.display()
+        );
+    }
     let mut generated = 0usize;
     for (prompt, row) in args.prompt.iter().zip(&out.rows) {
         let end = row

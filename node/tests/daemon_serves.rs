@@ -7,7 +7,7 @@
 //! the served weights are the real base with the real global TALoRA adapter attached.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use ruvdllm::adapter::{Shape, Spec, Talora};
@@ -47,11 +47,39 @@ fn base() -> Model {
     m
 }
 
+/// Lets the trainers finish round `r` only once the test allowed it, so the served adapter
+/// cannot run ahead of the assertions (a fast stand-in would otherwise close rounds faster than
+/// the test polls).
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<u64>, Condvar)>);
+
+impl Gate {
+    fn allow(&self, round: u64) {
+        *self.0.0.lock().unwrap() = round;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self, round: u64) -> Result<(), TrainError> {
+        let (lock, cv) = &*self.0;
+        let (guard, timeout) = cv
+            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(120), |allowed| {
+                *allowed < round
+            })
+            .unwrap();
+        drop(guard);
+        if timeout.timed_out() {
+            return Err(TrainError(format!("round {round} was never allowed")));
+        }
+        Ok(())
+    }
+}
+
 /// Test-only stand-in for the TALoRA trainer (see the module docs).
-struct StandIn(usize);
+struct StandIn(usize, Gate);
 
 impl LocalTrainer for StandIn {
     fn train_round(&mut self, ctx: &RoundInfo, global: &Delta) -> Result<LocalUpdate, TrainError> {
+        self.1.wait(ctx.round)?;
         let mut delta = global.clone();
         for (ti, t) in delta.tensors.iter_mut().enumerate() {
             for (j, v) in t.data.iter_mut().enumerate() {
@@ -176,6 +204,7 @@ async fn node_daemon_serves_the_latest_global() {
     let api = tokio::spawn(serve::run(listener, state, async move {
         let _ = api_stop.wait_for(|s| *s).await;
     }));
+    let gate = Gate::default();
     let mut tasks = Vec::new();
     let mut follower = None;
     for (i, n) in NODES.iter().enumerate() {
@@ -197,7 +226,7 @@ async fn node_daemon_serves_the_latest_global() {
         };
         let rt = Runtime::new(
             GrpcClient::new(&target, 1 << 24).unwrap(),
-            StandIn(i),
+            StandIn(i, gate.clone()),
             settings,
         );
         if i == 0 {
@@ -223,6 +252,7 @@ async fn node_daemon_serves_the_latest_global() {
     assert_eq!(Some(v1), first["version"].as_u64());
 
     // Round 2 opens with the aggregate of round 1: a different adapter is served.
+    gate.allow(1);
     let second = wait_served(api_addr, 2).await;
     assert_ne!(second["adapter"], first["adapter"]);
     assert!(second["version"].as_u64().unwrap() > v1);
@@ -240,6 +270,7 @@ async fn node_daemon_serves_the_latest_global() {
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["param"], "dgr");
 
+    gate.allow(u64::MAX);
     stop_tx.send(true).unwrap();
     for t in tasks {
         t.await.unwrap().unwrap();

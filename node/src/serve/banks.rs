@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use ruvdllm::adapter::Talora;
-use ruvdllm::bank::{self, Band, Banks, KeyProjection, RoundKeys};
+use ruvdllm::bank::{self, Band, Banks, KeyProjection, Recorded, RoundKeys, Usage};
 use ruvdllm::model::Model;
 
 /// Why the banks could not be loaded or extended.
@@ -64,6 +64,14 @@ impl LocalBanks {
     /// The banks for reading (retrieval); insertions wait until the guard is dropped.
     pub fn read(&self) -> RwLockReadGuard<'_, Banks> {
         self.banks.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pattern bookkeeping after a generation: the patterns DGR applied get `last_use = now`
+    /// (the clock the generation retrieved at). There is no held-out signal in a request, so no
+    /// success update (see [`bank::usage`]). In memory only: the next round insertion saves it.
+    pub fn record_use(&self, used: &Usage, now: u64) -> Result<Recorded, BanksError> {
+        let mut banks = self.banks.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(used.record(&mut banks, now, None)?)
     }
 
     /// The round insertion: per band a pattern for `global` keyed on `global_texts` and one for

@@ -120,6 +120,7 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
         }),
         _ => None,
     };
+    let now = retrieval.as_ref().map(|r| r.now);
     let tok: &dyn Tokenizer = tokenizer.as_ref();
     let row_prompts: Vec<&super::request::Prompt> = job
         .prompts
@@ -199,6 +200,15 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
         },
     );
 
+    // Bookkeeping after retrieval (DESIGN §5): the patterns DGR applied get their last use,
+    // under a short write lock taken only now that the generation's read lock is gone.
+    drop(guard);
+    if let (Ok(out), Some(b), Some(now)) = (&result, &banks, now)
+        && !out.dgr_used.is_empty()
+        && let Err(e) = b.record_use(&out.dgr_used, now)
+    {
+        tracing::warn!(error = %e, "recording DGR pattern use failed");
+    }
     let out = match result {
         Ok(out) => out,
         Err(e) => {

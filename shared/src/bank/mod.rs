@@ -30,6 +30,7 @@ pub mod store;
 pub mod talora;
 pub mod truncate;
 pub mod uncertainty;
+pub mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -50,3 +51,4 @@ pub use store::Bank;
 pub use talora::{band_adapter, band_adapters};
 pub use truncate::{PATTERN_RANK, truncate_rank2};
 pub use uncertainty::{Measure, Selected};
+pub use usage::{Recorded, Usage};

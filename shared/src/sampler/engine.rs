@@ -197,6 +197,7 @@ where
         }
     };
     let mut dgr_total = 0usize;
+    let mut dgr_used = crate::bank::Usage::new();
     let mut fwd = Forwarder::new(model, opts.cache, plan.refresh_every);
     let mut scratch = Scratch::default();
     let mut logits_buf: Vec<f64> = Vec::with_capacity(vocab);
@@ -268,6 +269,7 @@ where
             for p in planned {
                 if p.column >= w0 && p.column < w0 + wl {
                     dgr_total += 1;
+                    dgr_used.add(p.report.band, &p.report.patterns);
                     dgr_applied[p.row].push(p.report);
                 }
             }
@@ -436,6 +438,7 @@ where
         window_nfe: fwd.windows,
         cancelled,
         dgr_applied: dgr_total,
+        dgr_used,
     })
 }
 

@@ -114,6 +114,9 @@ pub struct Output {
     pub cancelled: bool,
     /// DGR: (row, position) deltas applied over all forwards.
     pub dgr_applied: usize,
+    /// DGR: the distinct patterns those deltas composed, per band — what the caller records
+    /// with [`crate::bank::Usage::record`] once the generation is over.
+    pub dgr_used: crate::bank::Usage,
 }
 
 /// One row's view of a step.

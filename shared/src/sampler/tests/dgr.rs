@@ -464,3 +464,49 @@ fn dgr_refuses_what_it_cannot_do() {
         ));
     }
 }
+
+#[test]
+fn recording_a_generation_moves_the_used_patterns_only() {
+    let m = model();
+    let req = Request::single(vec![SP.bos, 70, 71], 4);
+    let dgr = DgrOptions {
+        threshold: 0.0,
+        max_positions: 1,
+        top_k: 1,
+        ..DgrOptions::default()
+    };
+    let mut bk = banks(8);
+    let before: Vec<(Band, u64, u64)> = bk
+        .iter()
+        .flat_map(|b| {
+            b.patterns()
+                .into_iter()
+                .map(|p| (b.band(), p.id, p.last_use))
+        })
+        .collect();
+    let (out, steps) = run(&m, &opts(dgr), &req, &bk).unwrap();
+    // the output's usage is exactly the union of what the callback reported as applied
+    let mut reported = bank::Usage::new();
+    for r in steps.iter().flatten() {
+        for u in &r.2 {
+            reported.add(u.band, &u.patterns);
+        }
+    }
+    assert_eq!(out.dgr_used, reported);
+    assert!(!out.dgr_used.is_empty());
+    let now = 5;
+    let rec = out.dgr_used.record(&mut bk, now, None).unwrap();
+    assert_eq!(rec.touched, out.dgr_used.len());
+    let mut unused = 0;
+    for (band, id, last) in before {
+        let p = bk.get(band).get(id).unwrap();
+        if out.dgr_used.contains(band, id) {
+            assert_eq!(p.last_use, now, "{band:?} {id} was used");
+        } else {
+            assert_eq!(p.last_use, last, "{band:?} {id} was not used");
+            unused += 1;
+        }
+        assert_eq!(p.success, 0.0, "no success signal in a plain generation");
+    }
+    assert!(unused > 0, "some patterns stayed unused");
+}
