@@ -270,12 +270,16 @@ fn byzantine(
             )?;
             walls.push(c.wall_s);
             let kept = improvement(&c.report) / base_imp;
-            write!(
-                row,
-                " {:.0} % ({:.4}) |",
-                100.0 * kept,
-                last_loss(&c.report)
-            )?;
+            if kept.is_finite() {
+                write!(
+                    row,
+                    " {:.0} % ({:.4}) |",
+                    100.0 * kept,
+                    last_loss(&c.report)
+                )?;
+            } else {
+                write!(row, " diverged |")?;
+            }
         }
         writeln!(md, "{row}")?;
     }

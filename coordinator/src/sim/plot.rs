@@ -179,7 +179,7 @@ mod tests {
                         accepted: true,
                         reason: None,
                         rejections: vec![],
-                        train_loss: 0.1,
+                        train_loss: Some(0.1),
                         attacker: false,
                     })
                     .collect(),

@@ -102,7 +102,7 @@ pub fn build(
             accepted,
             reason: refusal,
             rejections,
-            train_loss: e.train_loss,
+            train_loss: e.train_loss.is_finite().then_some(e.train_loss),
             attacker: v.attacker,
         });
     }

@@ -11,12 +11,20 @@ use serde::{Deserialize, Serialize};
 /// Held-out quality of one global adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
-    /// The SFT diffusion loss on the held-out split (fixed noise seed).
+    /// The SFT diffusion loss on the held-out split (fixed noise seed). A diverged model's NaN
+    /// is written as JSON `null` and read back as NaN.
+    #[serde(deserialize_with = "nan_from_null")]
     pub heldout_loss: f64,
     /// LLaDA's Monte-Carlo perplexity bound on the held-out split.
+    #[serde(deserialize_with = "nan_from_null")]
     pub ppl_bound: f64,
     pub exact_match_correct: usize,
     pub exact_match_total: usize,
+}
+
+/// serde_json writes a non-finite f64 as `null`; this reads `null` back as NaN.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl Quality {
@@ -62,8 +70,9 @@ pub struct NodeRound {
     /// Per band group, what the aggregation rejected of this update (`domain: zero weight`, …).
     #[serde(default)]
     pub rejections: Vec<String>,
-    /// Mean local training loss of the round.
-    pub train_loss: f64,
+    /// Mean local training loss of the round (`None` for an attacker, which does not train).
+    #[serde(default)]
+    pub train_loss: Option<f64>,
     pub attacker: bool,
 }
 
@@ -233,7 +242,7 @@ mod tests {
                 accepted: false,
                 reason: Some("non-finite".into()),
                 rejections: vec![],
-                train_loss: 0.5,
+                train_loss: Some(0.5),
                 attacker: true,
             }],
             accepted: 0,
@@ -260,7 +269,12 @@ mod tests {
                 exact_match_correct: 0,
                 exact_match_total: 4,
             },
-            rounds: vec![record(1, 0.9), record(2, 0.8)],
+            rounds: vec![record(1, 0.9), {
+                // An attacker does not train: no training loss.
+                let mut r = record(2, 0.8);
+                r.nodes[0].train_loss = None;
+                r
+            }],
             wall_s: 3.0,
             sockets: None,
             centralized: None,
@@ -276,5 +290,11 @@ mod tests {
         let row = table_row(&back.rounds[0]);
         assert!(row.contains("2.5 kB") && row.contains("1.20 MB") && row.contains("25.0%"));
         assert!(row.contains("non-finite×1"), "{row}");
+        // A diverged round (NaN loss) is written and read back too.
+        let mut diverged = report.clone();
+        diverged.rounds[1].quality.heldout_loss = f64::NAN;
+        diverged.write(&path).unwrap();
+        let back = Report::read(&path).unwrap();
+        assert!(back.rounds[1].quality.heldout_loss.is_nan());
     }
 }
