@@ -247,7 +247,7 @@ fn byzantine(
     )?;
     writeln!(
         md,
-        "Each cell: the held-out improvement kept, as a fraction of the same rule's clean run (no attacker); in brackets the final held-out loss. The domain band keeps DAF's pre-filter (norm ≤ 3× median, cosine ≥ 0) under every rule.\n"
+        "Each cell: the held-out improvement kept, as a fraction of the same rule's clean run (same rule and assumed f, no attacker); in brackets the final held-out loss. The domain band keeps DAF's pre-filter (norm ≤ 3× median, cosine ≥ 0) under every rule.\n"
     )?;
     let mut header = String::from("| rule | clean improvement |");
     let mut sep = String::from("|---|---|");
@@ -259,7 +259,12 @@ fn byzantine(
     let fs = f.to_string();
     let mut walls = Vec::new();
     for rule in rules {
-        let clean = run.cell(&format!("byz-{rule}-clean"), &["--rule", rule])?;
+        // The clean run is the same rule with the same assumed f (trimmed mean trims f per side,
+        // Krum scores over n − f − 2 neighbours), only without attackers.
+        let clean = run.cell(
+            &format!("byz-{rule}-clean-f{f}"),
+            &["--rule", rule, "--assume-f", &fs],
+        )?;
         let base_imp = improvement(&clean.report);
         walls.push(clean.wall_s);
         let mut row = format!("| {rule} | {base_imp:.4} |");
