@@ -10,7 +10,7 @@
 //!
 //! * [`config`] — flags and their validation; [`cluster`] — output folder, PKI, settings, data;
 //! * [`node`] — the observing trainer and client wrappers; [`events`] — what they record;
-//! * [`run`] — the run from flags to report; [`record`] — one round's row; [`centralized`] —
+//! * [`run`](mod@run) — the run from flags to report; [`record`] — one round's row; [`centralized`] —
 //!   the baseline; [`report`], [`plot`] — outputs; [`cmd`] — the CLI with progress bars.
 
 pub mod board;

@@ -13,7 +13,7 @@
 //! held-out data after each round); it names none for a single generation, which has no reference
 //! answer. A generation therefore only touches its patterns unless the caller holds held-out data
 //! and passes the held-out loss improvement it measured (relative, `(before − after) / before`,
-//! clamped to −1..1 by [`Bank::update_success`]); the report binary does, interactive generation
+//! clamped to −1..1 by [`Bank::update_success`](super::Bank::update_success)); the report binary does, interactive generation
 //! and serving do not.
 //!
 //! Patterns may be evicted between the generation and the update (a round insertion can run in
