@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::auth::{Identity, node_id_from_der};
 use crate::config::Tls;
 use crate::service::{Service, ServiceError};
-use crate::socket::Counting;
+use crate::socket;
 
 /// Longest wait for the next chunk of an upload.
 pub const UPLOAD_IDLE: Duration = Duration::from_secs(30);
@@ -306,7 +306,7 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
         conn.map(|s| {
             let _ = s.set_nodelay(true);
-            Counting::new(s, read.clone(), written.clone())
+            socket::counting(s, read.clone(), written.clone())
         })
     });
     Server::builder()

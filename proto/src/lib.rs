@@ -8,6 +8,7 @@
 //! maps the streaming calls onto its request-response exchanges.
 
 pub mod chunk;
+pub mod counting;
 pub mod exchange;
 pub mod p2p;
 pub mod reject;

@@ -22,9 +22,9 @@ use super::board::Board;
 use super::cluster::{self, node_id};
 use super::events::Recorder;
 use super::node::{LocalDp, Role, SimClient, SimTrainer};
-use super::record::{self, NodeView};
-use super::report::{SocketTotals, table_row};
-use super::run::{Driven, Observer, Prepared};
+use super::record::NodeView;
+use super::report::SocketTotals;
+use super::run::{Driven, Observer, Prepared, finish_round};
 use crate::daemon::Running;
 use crate::service::ClosedRound;
 
@@ -161,18 +161,7 @@ pub async fn drive(
                 attacker: prep.cfg.is_attacker(i),
             })
             .collect();
-        let p = prep.clone();
-        let global = closed.global.clone();
-        let quality = tokio::task::spawn_blocking(move || {
-            p.save_adapter(r, &global)?;
-            p.quality(Some(&global))
-        })
-        .await
-        .context("evaluation task")??;
-        let rec = record::build(r, start, &views, &closed, quality);
-        obs.line(&table_row(&rec));
-        obs.round_finished(r);
-        rounds.push(rec);
+        rounds.push(finish_round(prep, obs, r, start, &views, &closed).await?);
     }
 
     let _ = stop.send(true);

@@ -25,9 +25,8 @@ use ruvdllm_node::daemon::local_data::DataSource;
 
 use super::cluster::{self, node_id};
 use super::events::NodeEvents;
-use super::record::{self, NodeView};
-use super::report::table_row;
-use super::run::{Driven, Observer, Prepared};
+use super::record::NodeView;
+use super::run::{Driven, Observer, Prepared, finish_round};
 use crate::daemon::Running;
 
 /// How to start a node process.
@@ -268,19 +267,8 @@ async fn rounds(
                 attacker: false,
             })
             .collect();
-        let p = prep.clone();
-        let global = closed.global.clone();
-        let quality = tokio::task::spawn_blocking(move || {
-            p.save_adapter(r, &global)?;
-            p.quality(Some(&global))
-        })
-        .await
-        .context("evaluation task")??;
-        let rec = record::build(r, start, &views, &closed, quality);
+        out.push(finish_round(prep, obs, r, start, &views, &closed).await?);
         start = closed.closed_at;
-        obs.line(&table_row(&rec));
-        obs.round_finished(r);
-        out.push(rec);
     }
     Ok(Driven {
         rounds: out,

@@ -22,9 +22,36 @@ use ruvdllm_node::daemon::local_data::LocalData;
 use super::cluster::{self, OutDir};
 use super::config::SimConfig;
 use super::evaluate::Evaluator;
-use super::report::{Quality, Report, RoundRecord, SocketTotals};
+use super::record::{self, NodeView};
+use super::report::{Quality, Report, RoundRecord, SocketTotals, table_row};
 use crate::certs::Layout;
 use crate::daemon::Running;
+use crate::service::ClosedRound;
+
+/// Ends round `r` of either driver: saves the round's global adapter and evaluates it (off the
+/// async runtime: evaluation is seconds of CPU), builds the round's record from the nodes' views
+/// and the closed round, and prints its table row.
+pub async fn finish_round(
+    prep: &Arc<Prepared>,
+    obs: &dyn Observer,
+    r: u64,
+    start: Instant,
+    views: &[NodeView],
+    closed: &ClosedRound,
+) -> anyhow::Result<RoundRecord> {
+    let p = prep.clone();
+    let global = closed.global.clone();
+    let quality = tokio::task::spawn_blocking(move || {
+        p.save_adapter(r, &global)?;
+        p.quality(Some(&global))
+    })
+    .await
+    .context("evaluation task")??;
+    let rec = record::build(r, start, views, closed, quality);
+    obs.line(&table_row(&rec));
+    obs.round_finished(r);
+    Ok(rec)
+}
 
 /// Where a simulation reports progress and its round table.
 pub trait Observer: Send + Sync {
