@@ -41,6 +41,11 @@ pub struct EvalArgs {
     pub no_generate: bool,
     #[command(flatten)]
     pub sampler: SamplerArgs,
+    /// With `--dgr --banks DIR`: the perplexity bound is DGR's (`sampler::nll_bound_dgr`: on
+    /// every Monte-Carlo draw, the selection forward and the forward with the retrieved deltas)
+    /// and exact match generates with DGR. The banks are only read.
+    #[command(flatten)]
+    pub dgr: crate::generate_cmd::DgrArgs,
 }
 
 pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
@@ -54,7 +59,20 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
         args.sampler.gen_length = 32;
         args.sampler.block_length = 8;
     }
-    let options = args.sampler.options()?;
+    let mut options = args.sampler.options()?;
+    let dgr = args.dgr.load(loaded.config.d_model)?;
+    if let Some((o, banks, _)) = &dgr {
+        options.dgr = Some(o.clone());
+        eprintln!("DGR over {} patterns", banks.len());
+    }
+    let retrieval = || {
+        dgr.as_ref()
+            .map(|(_, banks, projection)| ruvdllm::sampler::Retrieval {
+                banks,
+                projection,
+                now: banks.clock(),
+            })
+    };
     let lik = LikelihoodOptions {
         mc_samples: args.mc,
         batch: args.mc.min(16),
@@ -77,12 +95,17 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
             .collect()
     };
     println!(
-        "model {} ({}{}), split {}",
+        "model {} ({}{}{}), split {}",
         crate::model_arg::resolve(args.model.as_deref()).display(),
         loaded.kind,
         args.talora
             .as_ref()
             .map_or(String::new(), |d| format!(" + TALoRA {}", d.display())),
+        args.dgr
+            .banks
+            .as_ref()
+            .filter(|_| args.dgr.dgr)
+            .map_or(String::new(), |d| format!(" + DGR {}", d.display())),
         if args.corpus.is_empty() {
             args.split.name()
         } else {
@@ -96,7 +119,17 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
     for (name, samples) in &sets {
         let ex = eval::examples(samples, tok.as_ref());
         let loss = eval::heldout_loss(model, &ex, args.seq_len, args.sampler.seed, 16)?;
-        let nll = ruvdllm::train::nll_bound(model, &ex, &lik)?;
+        let nll = match (&dgr, retrieval()) {
+            (Some((o, _, _)), Some(r)) => {
+                let (nll, stats) = ruvdllm::sampler::nll_bound_dgr(model, &ex, &lik, o, r)?;
+                eprintln!(
+                    "{name}: DGR applied {} position deltas in {} of {} minibatches of draws",
+                    stats.positions, stats.with_delta, stats.minibatches
+                );
+                nll
+            }
+            _ => ruvdllm::train::nll_bound(model, &ex, &lik)?,
+        };
         all_nll.nll += nll.nll;
         all_nll.tokens += nll.tokens;
         loss_sum += loss * ex.len() as f64;
@@ -104,13 +137,14 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
         let em = if args.no_generate || !args.corpus.is_empty() {
             "–".to_string()
         } else {
-            let m = eval::exact_match(
+            let m = eval::exact_match_with(
                 model,
                 tok.as_ref(),
                 samples,
                 &options,
                 16,
                 args.sampler.seed,
+                retrieval(),
             )?;
             correct += m.correct;
             total += m.total;

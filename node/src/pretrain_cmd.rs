@@ -57,6 +57,18 @@ pub struct PretrainArgs {
     /// Stop after this step (the learning-rate schedule still spans `--steps`).
     #[arg(long)]
     pub until: Option<usize>,
+    /// Vary the row length per step, uniformly between this (or the longest sample of the step
+    /// with BOS and EOS, if longer) and `--seq-len`: cheaper steps, and the model sees the short
+    /// canvases that generation uses. Default: every row is `--seq-len` tokens.
+    #[arg(long)]
+    pub min_seq_len: Option<usize>,
+    /// Low-discrepancy t across each batch's rows (MDLM's sampler; same objective, less variance).
+    #[arg(long)]
+    pub stratified_t: bool,
+    /// Token weighting of the loss: `elbo` (LLaDA's 1/p) or `mean` (plain mean cross-entropy over
+    /// the masked tokens; lower variance, not a likelihood bound).
+    #[arg(long, default_value = "elbo")]
+    pub weighting: ruvdllm::train::Weighting,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
@@ -123,6 +135,11 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         pack: args.pack,
         until: args.until,
+        min_seq_len: args.min_seq_len,
+        noise: ruvdllm::train::NoiseOptions {
+            stratified_t: args.stratified_t,
+            weighting: args.weighting,
+        },
     };
     debug_assert_eq!(opts.examples_per_step(), per_step);
     eprintln!(

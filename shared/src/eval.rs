@@ -101,6 +101,19 @@ pub fn exact_match(
     batch: usize,
     seed: u64,
 ) -> std::result::Result<ExactMatch, sampler::Error> {
+    exact_match_with(model, tok, samples, options, batch, seed, None)
+}
+
+/// [`exact_match`] with pattern banks to retrieve from when `options.dgr` is set.
+pub fn exact_match_with(
+    model: &Model,
+    tok: &dyn Tokenizer,
+    samples: &[Sample],
+    options: &Options,
+    batch: usize,
+    seed: u64,
+    retrieval: Option<sampler::Retrieval<'_>>,
+) -> std::result::Result<ExactMatch, sampler::Error> {
     let specials = model.config().specials;
     let mut result = ExactMatch::default();
     for chunk in samples.chunks(batch.max(1)) {
@@ -112,12 +125,13 @@ pub fn exact_match(
                     .collect()
             })
             .collect();
-        let out = sampler::generate(
+        let out = sampler::generate_with(
             model,
             model.device(),
             &specials,
             options,
             &Request::with_seeds(prompts, seed),
+            retrieval,
             |_| std::ops::ControlFlow::Continue(()),
         )?;
         for (s, row) in chunk.iter().zip(&out.rows) {

@@ -4,8 +4,10 @@
 //! For every domain a TALoRA adapter is fine-tuned briefly (the library call `node finetune`
 //! makes) and inserted into one set of banks (what `node banks insert` does, keys from the
 //! domain's fine-tuning texts), so DGR retrieves among the patterns of *all* domains. Then per
-//! domain, on held-out samples: the held-out diffusion loss (DGR is inference-only: n/a), exact
-//! match and tokens/s of batched generation. The patterns a DGR generation applied are recorded
+//! domain, on held-out samples: the held-out diffusion loss (a training objective on one noise
+//! draw; DGR is inference-only: n/a), LLaDA's Monte-Carlo perplexity bound (with DGR: its
+//! selection forward and the forward with its deltas on every draw, `sampler::nll_bound_dgr`),
+//! exact match and tokens/s of batched generation. The patterns a DGR generation applied are recorded
 //! afterwards (`bank::Usage::record`): last use, and the success EMA with the held-out loss
 //! improvement the domain's adapter gave (the round signal of DESIGN §5; see `bank::usage`).
 //!
@@ -29,6 +31,7 @@ use ruvdllm::eval;
 use ruvdllm::model::Model;
 use ruvdllm::sampler::{self, DgrOptions, Options, Output, Request, Retrieval};
 use ruvdllm::tokenizer::Tokenizer;
+use ruvdllm::train::{LikelihoodOptions, NllBound, nll_bound};
 use ruvdllm_benches::inference::percentile;
 use ruvdllm_node::banks_cmd;
 
@@ -55,6 +58,9 @@ struct Args {
     /// Domains (default: all).
     #[arg(long, value_delimiter = ',')]
     domains: Vec<Domain>,
+    /// Monte-Carlo draws per sequence for the perplexity bound.
+    #[arg(long, default_value_t = 16)]
+    mc: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -63,6 +69,7 @@ struct Args {
 #[derive(Default)]
 struct Totals {
     loss: Vec<f64>,
+    nll: NllBound,
     em: eval::ExactMatch,
     per_domain: Vec<(Domain, eval::ExactMatch)>,
     tokens: usize,
@@ -70,6 +77,11 @@ struct Totals {
 }
 
 impl Totals {
+    fn add_nll(&mut self, b: NllBound) {
+        self.nll.nll += b.nll;
+        self.nll.tokens += b.tokens;
+    }
+
     fn add(&mut self, domain: Domain, em: eval::ExactMatch, tokens: usize, secs: f64) {
         self.em.correct += em.correct;
         self.em.total += em.total;
@@ -219,6 +231,13 @@ fn main() -> anyhow::Result<()> {
     let (mut t_base, mut t_lora, mut t_dgr) =
         (Totals::default(), Totals::default(), Totals::default());
     let (mut used, mut applied) = (0usize, 0usize);
+    let lik = LikelihoodOptions {
+        mc_samples: args.mc,
+        batch: args.mc.min(16),
+        seq_len: 64,
+        seed: args.seed,
+    };
+    let mut bound_stats = sampler::DgrBoundStats::default();
     for (&domain, model) in domains.iter().zip(&adapted) {
         let heldout = g.samples(Split::HeldOut, domain, args.eval_n);
         let ex = eval::examples(&heldout, tok);
@@ -226,6 +245,18 @@ fn main() -> anyhow::Result<()> {
         let lora_loss = eval::heldout_loss(model, &ex, 64, args.seed, 16)?;
         t_base.loss.push(base_loss);
         t_lora.loss.push(lora_loss);
+        t_base.add_nll(nll_bound(&base, &ex, &lik)?);
+        t_lora.add_nll(nll_bound(model, &ex, &lik)?);
+        let retrieval = Retrieval {
+            banks: &banks,
+            projection: &projection,
+            now: banks.clock(),
+        };
+        let (b, st) = sampler::nll_bound_dgr(model, &ex, &lik, &DgrOptions::default(), retrieval)?;
+        t_dgr.add_nll(b);
+        bound_stats.minibatches += st.minibatches;
+        bound_stats.with_delta += st.with_delta;
+        bound_stats.positions += st.positions;
         let (em, n, s, _) = generate(&base, tok, &heldout, &plain, None, args.seed)?;
         t_base.add(domain, em, n, s);
         let (em, n, s, _) = generate(model, tok, &heldout, &plain, None, args.seed)?;
@@ -282,16 +313,17 @@ fn main() -> anyhow::Result<()> {
         banks.len()
     );
     println!();
-    println!("| model | held-out loss | exact match | tok/s |");
-    println!("|---|--:|--:|--:|");
+    println!("| model | held-out loss | perplexity bound | exact match | tok/s |");
+    println!("|---|--:|--:|--:|--:|");
     for (name, t, loss) in [
         ("base", &t_base, Some(mean(&t_base.loss))),
         ("+ TALoRA", &t_lora, Some(mean(&t_lora.loss))),
         ("+ TALoRA + DGR", &t_dgr, None),
     ] {
         println!(
-            "| {name} | {} | {}/{} ({:.1} %) | {:.1} |",
+            "| {name} | {} | {:.4} | {}/{} ({:.1} %) | {:.1} |",
             loss.map_or("n/a".to_string(), |l| format!("{l:.4}")),
+            t.nll.perplexity(),
             t.em.correct,
             t.em.total,
             100.0 * t.em.rate(),
@@ -309,6 +341,11 @@ fn main() -> anyhow::Result<()> {
     println!("exact match per domain — base: {}", per(&t_base));
     println!("+ TALoRA: {}", per(&t_lora));
     println!("+ TALoRA + DGR: {}", per(&t_dgr));
+    println!(
+        "DGR in the perplexity bound: deltas in {} of {} minibatches of draws, {} position deltas \
+         ({} Monte-Carlo draws per sequence)",
+        bound_stats.with_delta, bound_stats.minibatches, bound_stats.positions, args.mc
+    );
     println!(
         "DGR in the quality runs: {applied} position deltas applied; {used} pattern uses recorded \
          (distinct per domain, summed; last use + success EMA)"

@@ -26,7 +26,9 @@ use super::Error;
 use crate::adapter::Target as ModelTarget;
 use crate::bank::dgr::{Config, Dgr, RowObservation};
 use crate::bank::{Band, Banks, KeyProjection, Measure, Method, Target, band_of};
+use crate::model::Model;
 use crate::model::lora::{LowRank, PositionDelta, PositionGroup};
+use crate::train::{Example, LikelihoodOptions, NllBound, nll_bound_by};
 
 /// Most positions DGR may touch per row and step (bounds the work a request can ask for).
 pub const MAX_DGR_POSITIONS: usize = 256;
@@ -278,4 +280,69 @@ impl<'a> Runner<'a> {
         }
         Ok(out)
     }
+}
+
+/// What DGR did while [`nll_bound_dgr`] scored a set of sequences.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DgrBoundStats {
+    /// Minibatches of draws scored.
+    pub minibatches: usize,
+    /// Minibatches in which DGR applied at least one delta (each cost a second forward).
+    pub with_delta: usize,
+    /// Position deltas applied, summed over all draws.
+    pub positions: usize,
+}
+
+/// LLaDA's Monte-Carlo perplexity bound ([`crate::train::nll_bound`]: the same draws, seed and
+/// weighting) of the model *as DGR runs it*. The estimator scores masked canvases that no
+/// sampler step preceded, so the one-step lag is played out on each canvas: a first forward
+/// gives the uncertainty of every masked position of the target region (t = the row's masked
+/// fraction, as in a sampler block) and the final hidden states; DGR selects and retrieves
+/// exactly as it would after a sampler step; a second forward carries those position deltas
+/// and its logits are scored. Minibatches where nothing crosses the threshold are scored from
+/// the first forward. With no pattern in the banks the result equals the plain bound.
+pub fn nll_bound_dgr(
+    model: &Model,
+    examples: &[Example],
+    opts: &LikelihoodOptions,
+    dgr: &DgrOptions,
+    retrieval: Retrieval<'_>,
+) -> Result<(NllBound, DgrBoundStats), Error> {
+    dgr.validate()?;
+    let cfg = model.config();
+    let (d, vocab) = (cfg.d_model, cfg.vocab_size);
+    let shift = cfg.shift_logits;
+    let device = model.device().clone();
+    let mut stats = DgrBoundStats::default();
+    let bound = nll_bound_by(model, examples, opts, |draws| -> Result<Tensor, Error> {
+        let (start, len) = draws.region;
+        let l = draws.canvas.first().map_or(0, Vec::len);
+        let flat: Vec<u32> = draws.canvas.iter().flatten().copied().collect();
+        let ids = Tensor::from_vec(flat, (draws.canvas.len(), l), &device)?;
+        let mut batch = model.plain_batch(&ids)?;
+        batch.t = Some(draws.t.to_vec());
+        let first = model.forward_full(&batch, None)?;
+        stats.minibatches += 1;
+        // The logits predicting the region (one column earlier for shifted models) and the
+        // hidden states they were read from.
+        let src = start - usize::from(shift);
+        let block = |t: &Tensor| -> Result<Vec<f32>, Error> {
+            Ok(t.narrow(1, src, len)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        let (logits, hidden) = (block(&first.logits)?, block(&first.hidden)?);
+        let mut runner = Runner::new(dgr, retrieval, (d, model.dtype()), shift, start)?;
+        runner.observe(0, draws.masked, (start, len), &logits, &hidden, vocab)?;
+        let (delta, planned) = runner.delta_for(1, &device)?;
+        let Some(delta) = delta else {
+            return Ok(first.logits);
+        };
+        stats.with_delta += 1;
+        stats.positions += planned.len();
+        batch.position_delta = Some(delta);
+        Ok(model.forward_full(&batch, None)?.logits)
+    })?;
+    Ok((bound, stats))
 }

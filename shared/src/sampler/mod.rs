@@ -42,7 +42,9 @@ use candle_core::Device;
 
 pub use batch::positions;
 pub use cache::MAX_STEP_LOGITS;
-pub use dgr::{DgrOptions, DgrUse, MAX_DGR_POSITIONS, MAX_DGR_TOP_K, Retrieval};
+pub use dgr::{
+    DgrBoundStats, DgrOptions, DgrUse, MAX_DGR_POSITIONS, MAX_DGR_TOP_K, Retrieval, nll_bound_dgr,
+};
 pub use error::Error;
 pub use options::{CacheMode, DreamAlg, MAX_GEN_LENGTH, MAX_STEPS, Options, Remasking, Rule};
 pub use schedule::Alpha;

@@ -79,10 +79,41 @@ pub fn nll_bound(
     examples: &[Example],
     opts: &LikelihoodOptions,
 ) -> Result<NllBound> {
+    nll_bound_by(model, examples, opts, |draws| {
+        logits_for(model, draws.canvas, Some(draws.t.to_vec()))
+    })
+}
+
+/// One minibatch of Monte-Carlo draws of one sequence, as handed to the scorer of
+/// [`nll_bound_by`].
+pub struct Draws<'a> {
+    /// The masked canvases `[b][seq_len]`.
+    pub canvas: &'a [Vec<u32>],
+    /// Each row's diffusion time (its masked fraction of the target region).
+    pub t: &'a [f64],
+    /// Each row's masked columns, ascending.
+    pub masked: &'a [Vec<usize>],
+    /// The target region `[start, start + len)` (the answer and its EOS padding).
+    pub region: (usize, usize),
+}
+
+/// [`nll_bound`] with the logits of each minibatch of draws supplied by `score` (`[b, seq_len,
+/// V]`): the same draws, stratification and weighting, whatever computes the logits — a plain
+/// forward, or DGR's selection forward followed by the forward with its deltas
+/// ([`crate::sampler::nll_bound_dgr`]).
+pub fn nll_bound_by<E: From<candle_core::Error>>(
+    model: &Model,
+    examples: &[Example],
+    opts: &LikelihoodOptions,
+    mut score: impl FnMut(&Draws<'_>) -> std::result::Result<candle_core::Tensor, E>,
+) -> std::result::Result<NllBound, E> {
     if opts.mc_samples == 0 || opts.batch == 0 {
-        candle_core::bail!("mc_samples and batch must be positive");
+        return Err(candle_core::Error::Msg("mc_samples and batch must be positive".into()).into());
     }
     let specials = model.config().specials;
+    // Dream-style models predict position c from the logits of column c − 1 (the region never
+    // starts at column 0: BOS is there).
+    let shift = usize::from(model.config().shift_logits);
     let dev: Device = model.device().clone();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut total = NllBound::default();
@@ -104,6 +135,7 @@ pub fn nll_bound(
             let counts = stratified_counts(k, t, b);
             let mut canvas = Vec::with_capacity(b);
             let mut ts = Vec::with_capacity(b);
+            let mut masked = Vec::with_capacity(b);
             let (mut index, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
             for (i, &x) in counts.iter().enumerate() {
                 let mut order = region.clone();
@@ -118,13 +150,21 @@ pub fn nll_bound(
                 ts.push(p);
                 for &c in &order[..x] {
                     row[c] = specials.mask;
-                    index.push((i * clean.len() + c) as u32);
+                    index.push((i * clean.len() + c - shift) as u32);
                     targets.push(clean[c]);
                     weights.push((1.0 / p) as f32);
                 }
+                let mut cols = order[..x].to_vec();
+                cols.sort_unstable();
+                masked.push(cols);
                 canvas.push(row);
             }
-            let logits = logits_for(model, &canvas, Some(ts))?;
+            let logits = score(&Draws {
+                canvas: &canvas,
+                t: &ts,
+                masked: &masked,
+                region: (region[0], t),
+            })?;
             let loss =
                 weighted_ce(&logits, &index, &targets, &weights, &dev)?.to_scalar::<f32>()? as f64;
             sum += loss;
@@ -147,5 +187,53 @@ mod tests {
         let c = stratified_counts(7, 10, 16);
         assert!(c.iter().all(|&x| (1..=10).contains(&x)));
         assert_eq!(stratified_counts(3, 5, 1), vec![3]);
+    }
+
+    /// The scorer's logits are read at the column that predicts each target: `c` for LLaDA,
+    /// `c − 1` for Dream-style shifted models. Logits that are perfect at exactly those columns
+    /// give a bound of ~0; read at the wrong column they would give a large one.
+    #[test]
+    fn bound_reads_the_predicting_column() {
+        use crate::model::{Config, checkpoint};
+        for shift in [false, true] {
+            let cfg = Config {
+                d_model: 16,
+                n_layers: 1,
+                n_heads: 2,
+                n_kv_heads: 2,
+                head_dim: 8,
+                mlp_hidden: 16,
+                shift_logits: shift,
+                ..Config::tiny()
+            };
+            let vm = candle_nn::VarMap::new();
+            let model = checkpoint::trainable(&vm, &cfg, &Device::Cpu).unwrap();
+            let ex = Example {
+                prompt: vec![70, 71],
+                answer: vec![72, 73, 74],
+            };
+            let opts = LikelihoodOptions {
+                mc_samples: 4,
+                batch: 2,
+                seq_len: 10,
+                seed: 1,
+            };
+            let clean = pack(std::slice::from_ref(&ex), 10, cfg.specials, false).ids[0].clone();
+            let v = cfg.vocab_size;
+            let bound = nll_bound_by(&model, std::slice::from_ref(&ex), &opts, |d| {
+                let b = d.canvas.len();
+                let mut logits = vec![0f32; b * 10 * v];
+                for r in 0..b {
+                    for c in 1..10 {
+                        let col = if shift { c - 1 } else { c };
+                        logits[(r * 10 + col) * v + clean[c] as usize] = 50.0;
+                    }
+                }
+                candle_core::Tensor::from_vec(logits, (b, 10, v), &Device::Cpu)
+            })
+            .unwrap();
+            assert_eq!(bound.tokens, 7);
+            assert!(bound.per_token() < 1e-6, "shift {shift}: {bound:?}");
+        }
     }
 }

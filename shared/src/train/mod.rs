@@ -15,8 +15,10 @@ pub mod pretrain;
 pub mod trainer;
 
 pub use batch::{Example, PackedBatch, pack};
-pub use likelihood::{LikelihoodOptions, NllBound, nll_bound};
-pub use objective::{Objective, masked_diffusion_loss};
+pub use likelihood::{Draws, LikelihoodOptions, NllBound, nll_bound, nll_bound_by};
+pub use objective::{
+    NoiseOptions, Objective, Weighting, masked_diffusion_loss, masked_diffusion_loss_with,
+};
 pub use pretrain::{PretrainOptions, StepReport, pretrain};
 pub use trainer::{Schedule, Trainer};
 

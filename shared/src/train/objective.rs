@@ -35,6 +35,43 @@ pub struct Noised {
 
 pub const EPS: f64 = 1e-3;
 
+/// How the rows of a batch draw `t`, and how masked tokens are weighted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoiseOptions {
+    /// Low-discrepancy `t` (MDLM's sampler): one uniform `u` per batch and `t_r = (u + r/B) mod
+    /// 1` for row `r`, so every batch covers `[0, 1)` evenly. Each `t_r` is still uniform, so
+    /// the loss stays an unbiased estimate of the same objective; its variance drops, which a
+    /// small batch needs (the 1/p weights make rows with small `t` dominate otherwise).
+    pub stratified_t: bool,
+    pub weighting: Weighting,
+}
+
+/// The weight of each masked token's cross-entropy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weighting {
+    /// LLaDA's 1/p (the negative-ELBO bound; see [`Objective`] for the normalisation).
+    #[default]
+    Elbo,
+    /// Plain mean cross-entropy over the batch's masked tokens (MaskGIT-style): not a
+    /// likelihood bound, but low-variance — a denoiser-only training signal for pretraining.
+    Mean,
+}
+
+impl std::str::FromStr for Weighting {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "elbo" => Ok(Weighting::Elbo),
+            "mean" => Ok(Weighting::Mean),
+            other => Err(format!(
+                "unknown weighting `{other}` (expected elbo or mean)"
+            )),
+        }
+    }
+}
+
 /// Draws the forward process for one batch. `t_range` restricts `t` (TALoRA bands train inside
 /// their band); `(0, 1)` is the plain objective.
 pub fn noise(
@@ -44,12 +81,41 @@ pub fn noise(
     t_range: (f64, f64),
     rng: &mut impl RngCore,
 ) -> Noised {
+    noise_with(
+        batch,
+        mask_id,
+        objective,
+        t_range,
+        NoiseOptions::default(),
+        rng,
+    )
+}
+
+/// [`noise`] with the `t` sampler and token weighting of `opts`.
+pub fn noise_with(
+    batch: &PackedBatch,
+    mask_id: u32,
+    objective: Objective,
+    t_range: (f64, f64),
+    opts: NoiseOptions,
+    rng: &mut impl RngCore,
+) -> Noised {
     let (b, l) = (batch.len(), batch.seq_len());
     let mut noisy = batch.ids.clone();
     let (mut index, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
     let mut ts = Vec::with_capacity(b);
+    let u0 = if opts.stratified_t {
+        unit_f64(rng)
+    } else {
+        0.0
+    };
     for (r, row) in noisy.iter_mut().enumerate() {
-        let t = t_range.0 + (t_range.1 - t_range.0) * unit_f64(rng);
+        let u = if opts.stratified_t {
+            (u0 + r as f64 / b as f64).fract()
+        } else {
+            unit_f64(rng)
+        };
+        let t = t_range.0 + (t_range.1 - t_range.0) * u;
         ts.push(t);
         let p = (1.0 - EPS) * t + EPS;
         let norm = match objective {
@@ -64,6 +130,10 @@ pub fn noise(
                 weights.push((1.0 / (p * norm)) as f32);
             }
         }
+    }
+    if opts.weighting == Weighting::Mean && !weights.is_empty() {
+        let w = 1.0 / weights.len() as f32;
+        weights.iter_mut().for_each(|x| *x = w);
     }
     Noised {
         noisy,
@@ -104,9 +174,28 @@ pub fn masked_diffusion_loss(
     t_range: (f64, f64),
     rng: &mut impl RngCore,
 ) -> Result<Tensor> {
+    masked_diffusion_loss_with(
+        model,
+        batch,
+        objective,
+        t_range,
+        NoiseOptions::default(),
+        rng,
+    )
+}
+
+/// [`masked_diffusion_loss`] with the `t` sampler and token weighting of `opts`.
+pub fn masked_diffusion_loss_with(
+    model: &Model,
+    batch: &PackedBatch,
+    objective: Objective,
+    t_range: (f64, f64),
+    opts: NoiseOptions,
+    rng: &mut impl RngCore,
+) -> Result<Tensor> {
     let dev = model.device().clone();
     let mask_id = model.config().specials.mask;
-    let n = noise(batch, mask_id, objective, t_range, rng);
+    let n = noise_with(batch, mask_id, objective, t_range, opts, rng);
     let flat: Vec<u32> = n.noisy.iter().flatten().copied().collect();
     let ids = Tensor::from_vec(flat, (batch.len(), batch.seq_len()), &dev)?;
     let mut fb = model.plain_batch(&ids)?;
@@ -156,6 +245,55 @@ mod tests {
         let n = noise(&b, s.mask, Objective::Pretrain, (0.0, 0.1), &mut rng);
         let frac = n.index.len() as f64 / (64.0 * 63.0);
         assert!(frac < 0.1, "masked fraction {frac} with t < 0.1");
+    }
+
+    #[test]
+    fn stratified_t_covers_each_stratum_and_mean_weights_sum_to_one() {
+        let s = SpecialTokens::BYTE;
+        let ex: Vec<Example> = (0..8)
+            .map(|_| Example {
+                prompt: vec![],
+                answer: vec![7; 31],
+            })
+            .collect();
+        let b = pack(&ex, 32, s, true);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let opts = NoiseOptions {
+            stratified_t: true,
+            weighting: Weighting::Mean,
+        };
+        for _ in 0..20 {
+            let n = noise_with(&b, s.mask, Objective::Pretrain, (0.2, 0.6), opts, &mut rng);
+            // One t per stratum of width (0.6 − 0.2)/8, all inside the range.
+            let mut strata: Vec<usize> =
+                n.t.iter()
+                    .map(|t| ((t - 0.2) / 0.05).floor() as usize)
+                    .collect();
+            strata.sort_unstable();
+            assert_eq!(strata, (0..8).collect::<Vec<_>>(), "{:?}", n.t);
+            let sum: f32 = n.weights.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "mean weights sum to {sum}");
+            assert!(n.weights.windows(2).all(|w| w[0] == w[1]));
+        }
+        // The default stays LLaDA's: independent t and 1/p weights.
+        let n = noise_with(
+            &b,
+            s.mask,
+            Objective::Pretrain,
+            (0.0, 1.0),
+            NoiseOptions::default(),
+            &mut rng,
+        );
+        let expect: Vec<f32> = n
+            .index
+            .iter()
+            .map(|&i| {
+                let p = (1.0 - EPS) * n.t[i as usize / 32] + EPS;
+                (1.0 / (p * 8.0 * 32.0)) as f32
+            })
+            .collect();
+        assert_eq!(n.weights, expect);
+        assert!("mean".parse::<Weighting>().is_ok() && "x".parse::<Weighting>().is_err());
     }
 
     #[test]

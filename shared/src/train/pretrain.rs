@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::batch::{Example, PackedBatch, pack};
-use super::objective::{Objective, masked_diffusion_loss};
+use super::objective::{NoiseOptions, Objective, masked_diffusion_loss_with, noise_with};
 use super::trainer::{Schedule, Trainer};
 use crate::model::{Config, Error, checkpoint};
 
@@ -41,6 +41,14 @@ pub struct PretrainOptions {
     pub pack: usize,
     /// Stop after this many steps (the schedule still spans `steps`); `None` = run to `steps`.
     pub until: Option<usize>,
+    /// Vary the row length per step: each step's rows are `L` tokens with `L` drawn uniformly
+    /// from `[max(min_seq_len, longest sample + BOS + EOS), seq_len]` (its own seeded stream, so a
+    /// resumed run draws the same lengths). Short canvases cost less and teach the model the
+    /// canvas lengths generation uses (a prompt plus `gen_length`), which a fixed `seq_len`
+    /// never shows it. `None` = every row is `seq_len`.
+    pub min_seq_len: Option<usize>,
+    /// The `t` sampler and token weighting (default: LLaDA's, uniform `t` and 1/p).
+    pub noise: NoiseOptions,
 }
 
 impl PretrainOptions {
@@ -157,18 +165,36 @@ pub fn pretrain(
         Some(opts.grad_clip),
     )?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut len_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5EC1_E0A7_D1CE_0001);
     let end = opts.until.unwrap_or(opts.steps).min(opts.steps);
     for step in 0..end {
         let examples = next_batch(step);
-        let batch = mixed_batch(&examples, opts.seq_len, &opts.config, opts.pack);
+        let seq_len = match opts.min_seq_len {
+            None => opts.seq_len,
+            Some(min) => step_seq_len(&examples, opts, min, &mut len_rng),
+        };
+        let batch = mixed_batch(&examples, seq_len, &opts.config, opts.pack);
         if step < start {
             // Replays the noise stream (cheap, no forward) so a resumed run sees the same masks.
             let mask = opts.config.specials.mask;
-            super::objective::noise(&batch, mask, Objective::Pretrain, (0.0, 1.0), &mut rng);
+            noise_with(
+                &batch,
+                mask,
+                Objective::Pretrain,
+                (0.0, 1.0),
+                opts.noise,
+                &mut rng,
+            );
             continue;
         }
-        let loss =
-            masked_diffusion_loss(&model, &batch, Objective::Pretrain, (0.0, 1.0), &mut rng)?;
+        let loss = masked_diffusion_loss_with(
+            &model,
+            &batch,
+            Objective::Pretrain,
+            (0.0, 1.0),
+            opts.noise,
+            &mut rng,
+        )?;
         let value = loss.to_scalar::<f32>()?;
         let lr = schedule.lr(step);
         let grad_norm = trainer.step(&loss)?;
@@ -189,6 +215,42 @@ pub fn pretrain(
         }
     }
     Ok(varmap)
+}
+
+/// The row length of one step under [`PretrainOptions::min_seq_len`].
+fn step_seq_len(
+    examples: &[Example],
+    opts: &PretrainOptions,
+    min: usize,
+    rng: &mut impl rand::RngCore,
+) -> usize {
+    let pack = opts.pack.max(1);
+    let longest = if pack > 1 {
+        // A packed row holds `pack` samples joined by EOS; the SFT rows hold one each.
+        examples
+            .chunks(pack + 1)
+            .map(|c| {
+                let (head, tail) = c.split_at(c.len().min(pack));
+                let packed: usize = head
+                    .iter()
+                    .map(|e| e.prompt.len() + e.answer.len() + 1)
+                    .sum();
+                let sft = tail
+                    .iter()
+                    .map(|e| e.prompt.len() + e.answer.len() + 1)
+                    .max();
+                packed.max(sft.unwrap_or(0))
+            })
+            .max()
+    } else {
+        examples
+            .iter()
+            .map(|e| e.prompt.len() + e.answer.len() + 1)
+            .max()
+    };
+    let lo = (longest.unwrap_or(0) + 1).max(min).min(opts.seq_len);
+    let span = (opts.seq_len - lo + 1) as u64;
+    lo + (rng.next_u64() % span) as usize
 }
 
 fn read_step(dir: &std::path::Path) -> usize {
@@ -232,6 +294,8 @@ mod tests {
             resume: false,
             pack: 3,
             until: None,
+            min_seq_len: None,
+            noise: NoiseOptions::default(),
         };
         assert_eq!(opts.examples_per_step(), 4);
         let b = mixed_batch(&examples, 10, &cfg, 3);
@@ -243,5 +307,52 @@ mod tests {
         // pack = 1 is the one-sample-per-row layout.
         let one = mixed_batch(&examples[..2], 10, &cfg, 1);
         assert_eq!(one.ids[0][..4], [s.bos, 1, 2, s.eos]);
+    }
+
+    #[test]
+    fn varied_row_lengths_fit_every_sample_and_span_the_range() {
+        let cfg = Config::preset("tiny").unwrap();
+        let ex = |n: usize| Example {
+            prompt: vec![1; n],
+            answer: vec![2; 3],
+        };
+        let mut opts = PretrainOptions {
+            config: cfg.clone(),
+            steps: 1,
+            batch_size: 4,
+            seq_len: 40,
+            lr: 1e-3,
+            warmup: 0,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            seed: 0,
+            save_every: 0,
+            out: PathBuf::new(),
+            save_dtype: DType::F32,
+            resume: false,
+            pack: 1,
+            until: None,
+            min_seq_len: Some(8),
+            noise: NoiseOptions::default(),
+        };
+        let examples = vec![ex(2), ex(20), ex(5), ex(1)];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let lens: Vec<usize> = (0..400)
+            .map(|_| step_seq_len(&examples, &opts, 8, &mut rng))
+            .collect();
+        // BOS + 20 + 3 + EOS = 25 is the shortest row that holds the longest sample with its EOS.
+        assert_eq!(*lens.iter().min().unwrap(), 25);
+        assert_eq!(*lens.iter().max().unwrap(), 40);
+        let b = mixed_batch(&examples, lens[0], &cfg, 1);
+        assert!(b.ids.iter().all(|r| r.last() == Some(&cfg.specials.eos)));
+        // Packed rows: three samples of 1+3+1 tokens each in the first row.
+        opts.pack = 3;
+        let packed = vec![ex(1), ex(1), ex(1), ex(1)];
+        let l = step_seq_len(&packed, &opts, 8, &mut rng);
+        assert!((16..=40).contains(&l), "{l}");
+        // A minimum above the longest sample is the floor; a minimum above seq_len is clamped.
+        opts.pack = 1;
+        assert!((0..50).all(|_| step_seq_len(&examples, &opts, 33, &mut rng) >= 33));
+        assert_eq!(step_seq_len(&examples, &opts, 99, &mut rng), 40);
     }
 }

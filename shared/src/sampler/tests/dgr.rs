@@ -510,3 +510,56 @@ fn recording_a_generation_moves_the_used_patterns_only() {
     }
     assert!(unused > 0, "some patterns stayed unused");
 }
+
+#[test]
+fn perplexity_bound_with_dgr_runs_the_lag_on_each_draw() {
+    use crate::sampler::nll_bound_dgr;
+    use crate::train::{Example, LikelihoodOptions, nll_bound};
+    let m = model();
+    let ex = |p: &[u32], a: &[u32]| Example {
+        prompt: p.to_vec(),
+        answer: a.to_vec(),
+    };
+    let examples = vec![ex(&[40, 41], &[42, 43, 44]), ex(&[50], &[51, 52])];
+    let lik = LikelihoodOptions {
+        mc_samples: 8,
+        batch: 4,
+        seq_len: 12,
+        seed: 3,
+    };
+    let proj = KeyProjection::new(3, cfg().d_model).unwrap();
+    let at = |banks: &Banks, threshold: f32| {
+        let dgr = DgrOptions {
+            threshold,
+            ..DgrOptions::default()
+        };
+        let retrieval = Retrieval {
+            banks,
+            projection: &proj,
+            now: 1,
+        };
+        nll_bound_dgr(&m, &examples, &lik, &dgr, retrieval).unwrap()
+    };
+    let plain = nll_bound(&m, &examples, &lik).unwrap();
+    // Empty banks, or nothing above the threshold: the plain bound, bit for bit, one forward.
+    let (empty, st) = at(&banks(0), 0.0);
+    assert_eq!(empty, plain);
+    assert_eq!((st.minibatches, st.with_delta, st.positions), (4, 0, 0));
+    let full = banks(4);
+    let (high, st) = at(&full, 1e9);
+    assert_eq!(high, plain);
+    assert_eq!(st.with_delta, 0);
+    // Threshold 0: every masked position of the region is uncertain; DGR takes at most 10 per
+    // row (the regions hold 9 and 10 targets, so all of them) and the second forward changes
+    // the scored logits.
+    let (with, st) = at(&full, 0.0);
+    assert_eq!(st.with_delta, 4);
+    assert!(st.positions > 0 && st.positions <= 4 * 4 * 10, "{st:?}");
+    assert_eq!(with.tokens, plain.tokens);
+    assert!(
+        (with.nll - plain.nll).abs() > 1e-6,
+        "{} vs {}",
+        with.nll,
+        plain.nll
+    );
+}
