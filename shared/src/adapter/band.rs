@@ -7,13 +7,6 @@
 //! `±fade` (default 50 on the 0..1000 scale) around each boundary: continuous in `t`, each in
 //! `[0, 1]`, summing to 1, and pure one-band weights away from the boundaries.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-use super::Error;
-
 /// Default half-width of the cross-fade, on the 0..1000 scale.
 pub const DEFAULT_FADE: f64 = 50.0;
 /// Largest allowed fade: the two fade zones (around 300 and 700) must not overlap.
@@ -26,36 +19,9 @@ pub const DOMAIN_COARSE: f64 = 700.0;
 /// band, so an adapted model without timestep information behaves as its domain adapter.
 pub const DEFAULT_T: f64 = 0.5;
 
-/// One of TALoRA's three timestep bands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Band {
-    Coarse,
-    Domain,
-    Fine,
-}
+pub use crate::aggregate::daf::Band;
 
 impl Band {
-    /// Every band, in the fixed order used by weights, ranks and files.
-    pub const ALL: [Band; 3] = [Band::Coarse, Band::Domain, Band::Fine];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Band::Coarse => "coarse",
-            Band::Domain => "domain",
-            Band::Fine => "fine",
-        }
-    }
-
-    /// Position in [`Band::ALL`] (and in the arrays of [`band_weights`]).
-    pub fn index(self) -> usize {
-        match self {
-            Band::Coarse => 0,
-            Band::Domain => 1,
-            Band::Fine => 2,
-        }
-    }
-
     /// The band's range on the 0..1000 scale as `(low, high)`: coarse `(700, 1000]`, domain
     /// `(300, 700]`, fine `[0, 300]` (only fine includes its lower end).
     pub fn range_1000(self) -> (f64, f64) {
@@ -82,25 +48,6 @@ impl Band {
         } else {
             Band::Fine
         }
-    }
-}
-
-impl fmt::Display for Band {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Band {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Band::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| Error::UnknownBand {
-                name: s.to_string(),
-            })
     }
 }
 
@@ -153,10 +100,7 @@ mod tests {
             assert_eq!(b.to_string(), b.name());
             assert_eq!(Band::ALL[b.index()], b);
         }
-        assert!(matches!(
-            "medium".parse::<Band>(),
-            Err(Error::UnknownBand { .. })
-        ));
+        assert!("medium".parse::<Band>().is_err());
         assert_eq!(Band::of(1.0), Band::Coarse);
         assert_eq!(Band::of(0.7001), Band::Coarse);
         assert_eq!(Band::of(0.7), Band::Domain);

@@ -66,7 +66,14 @@ impl FromStr for BandSchedule {
         match s {
             "round-robin" => Ok(BandSchedule::RoundRobin),
             "curriculum" => Ok(BandSchedule::Curriculum),
-            other => other.parse::<Band>().map(BandSchedule::Only),
+            other => {
+                other
+                    .parse::<Band>()
+                    .map(BandSchedule::Only)
+                    .map_err(|_| Error::UnknownBand {
+                        name: other.to_string(),
+                    })
+            }
         }
     }
 }

@@ -26,8 +26,12 @@ use super::error::{AggregateError, ParseNameError};
 use super::{Input, NormBound, Outcome, Prefilter, Rule, RuleConfig, WeightCap, aggregate};
 use crate::delta::{Delta, NamedTensor};
 
-/// A TALoRA denoising band.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One of TALoRA's three denoising bands — the one type for aggregation (DAF groups), adapters
+/// (`crate::adapter::band` adds the time ranges and the cross-fade) and pattern banks.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Band {
     Coarse,
     Domain,
@@ -35,6 +39,7 @@ pub enum Band {
 }
 
 impl Band {
+    /// Every band, in the fixed order used by weights, ranks and files.
     pub const ALL: [Band; 3] = [Band::Coarse, Band::Domain, Band::Fine];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +48,21 @@ impl Band {
             Band::Domain => "domain",
             Band::Fine => "fine",
         }
+    }
+
+    /// Position in [`Band::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Band::Coarse => 0,
+            Band::Domain => 1,
+            Band::Fine => 2,
+        }
+    }
+}
+
+impl fmt::Display for Band {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -13,6 +13,8 @@ use super::store::Bank;
 /// `(700, 1000]`, domain `(300, 700]`, fine `[0, 300]`. Retrieval uses the band of the step's t
 /// without cross-fading; the cross-fade is the adapter's business.
 pub fn band_of(t: f32) -> Band {
+    // In f32, as the sampler computes t (a masked count over the block length): widening 0.3f32
+    // to f64 first would put it above 300 on the 0..1000 scale.
     let s = t * 1000.0;
     if s > 700.0 {
         Band::Coarse

@@ -11,19 +11,9 @@ use crate::aggregate::daf::Band;
 use super::error::{Error, Result};
 use super::matrix::{Adapter, LayerFactors, LowRank, Matrix};
 
-/// The adapter band of the same name.
-fn adapter_band(band: Band) -> adapter::Band {
-    match band {
-        Band::Coarse => adapter::Band::Coarse,
-        Band::Domain => adapter::Band::Domain,
-        Band::Fine => adapter::Band::Fine,
-    }
-}
-
 /// `(s·B, A)` of one band, layer and target.
 fn factors(t: &Talora, band: Band, layer: usize, target: adapter::Target) -> Result<LowRank> {
-    let ab = adapter_band(band);
-    let i = t.index(ab, layer, target).ok_or(Error::Config {
+    let i = t.index(band, layer, target).ok_or(Error::Config {
         field: "talora targets",
         value: format!("{:?}", t.spec().targets),
         reason: "bank patterns need both q and v",
@@ -31,7 +21,7 @@ fn factors(t: &Talora, band: Band, layer: usize, target: adapter::Target) -> Res
     let (a, b) = (&t.a().tensors[i], &t.b().tensors[i]);
     let (r, inp) = (a.shape[0], a.shape[1]);
     let out = b.shape[0];
-    let scale = t.spec().scale(ab) as f32;
+    let scale = t.spec().scale(band) as f32;
     let a = Matrix::new(r, inp, a.data.clone(), "talora A")?;
     let b = Matrix::new(
         out,
@@ -98,13 +88,12 @@ mod tests {
         for band in Band::ALL {
             let ad = band_adapter(&t, band).unwrap();
             assert_eq!(ad.layers.len(), 2);
-            let ab = adapter_band(band);
-            let r = t.spec().rank(ab);
-            let s = t.spec().scale(ab) as f32;
+            let r = t.spec().rank(band);
+            let s = t.spec().scale(band) as f32;
             let q = &ad.layers[1].q;
             assert_eq!((q.rank(), q.in_dim(), q.out_dim()), (r, 8, 8));
             assert_eq!(ad.layers[0].v.out_dim(), 4);
-            let i = t.index(ab, 1, adapter::Target::Q).unwrap();
+            let i = t.index(band, 1, adapter::Target::Q).unwrap();
             assert_eq!(q.a.data(), t.a().tensors[i].data.as_slice());
             for (got, b) in q.b.data().iter().zip(&t.b().tensors[i].data) {
                 assert!((got - s * b).abs() < 1e-6);
