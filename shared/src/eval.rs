@@ -91,6 +91,28 @@ impl ExactMatch {
     }
 }
 
+/// Compares each generated row (decoded up to its first `eos`) with its sample's reference answer.
+pub fn score_answers(
+    tok: &dyn Tokenizer,
+    eos: u32,
+    samples: &[Sample],
+    out: &sampler::Output,
+) -> ExactMatch {
+    let mut m = ExactMatch::default();
+    for (s, row) in samples.iter().zip(&out.rows) {
+        let end = row
+            .ids
+            .iter()
+            .position(|&t| t == eos)
+            .unwrap_or(row.ids.len());
+        m.total += 1;
+        if s.is_correct(&tok.decode(&row.ids[..end])) {
+            m.correct += 1;
+        }
+    }
+    m
+}
+
 /// Generates an answer for each sample's prompt (`[BOS] prompt`, batched) and compares it with
 /// the reference answer; the answer is the decoded text up to the first EOS.
 pub fn exact_match(
@@ -134,18 +156,9 @@ pub fn exact_match_with(
             retrieval,
             |_| std::ops::ControlFlow::Continue(()),
         )?;
-        for (s, row) in chunk.iter().zip(&out.rows) {
-            let end = row
-                .ids
-                .iter()
-                .position(|&t| t == specials.eos)
-                .unwrap_or(row.ids.len());
-            let text = tok.decode(&row.ids[..end]);
-            result.total += 1;
-            if s.is_correct(&text) {
-                result.correct += 1;
-            }
-        }
+        let m = score_answers(tok, specials.eos, chunk, &out);
+        result.correct += m.correct;
+        result.total += m.total;
     }
     Ok(result)
 }

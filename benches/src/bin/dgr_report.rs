@@ -132,18 +132,7 @@ fn generate(
         |_| ControlFlow::Continue(()),
     )?;
     let secs = start.elapsed().as_secs_f64();
-    let mut em = eval::ExactMatch::default();
-    for (s, row) in samples.iter().zip(&out.rows) {
-        let end = row
-            .ids
-            .iter()
-            .position(|&t| t == specials.eos)
-            .unwrap_or(row.ids.len());
-        em.total += 1;
-        if s.is_correct(&tok.decode(&row.ids[..end])) {
-            em.correct += 1;
-        }
-    }
+    let em = eval::score_answers(tok, specials.eos, samples, &out);
     let tokens = out.rows.iter().map(|r| r.ids.len()).sum();
     Ok((em, tokens, secs, out))
 }

@@ -264,6 +264,34 @@ fn read_step(dir: &std::path::Path) -> usize {
 mod tests {
     use super::*;
 
+    fn test_options(
+        cfg: &Config,
+        batch_size: usize,
+        seq_len: usize,
+        pack: usize,
+        min_seq_len: Option<usize>,
+    ) -> PretrainOptions {
+        PretrainOptions {
+            config: cfg.clone(),
+            steps: 1,
+            batch_size,
+            seq_len,
+            lr: 1e-3,
+            warmup: 0,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            seed: 0,
+            save_every: 0,
+            out: PathBuf::new(),
+            save_dtype: DType::F32,
+            resume: false,
+            pack,
+            until: None,
+            min_seq_len,
+            noise: NoiseOptions::default(),
+        }
+    }
+
     #[test]
     fn packed_rows_join_samples_with_eos_and_keep_sft_rows() {
         let cfg = Config::preset("tiny").unwrap();
@@ -278,25 +306,7 @@ mod tests {
             ex(&[5], &[6]),
             ex(&[7], &[8]),
         ];
-        let opts = PretrainOptions {
-            config: cfg.clone(),
-            steps: 1,
-            batch_size: 2,
-            seq_len: 10,
-            lr: 1e-3,
-            warmup: 0,
-            weight_decay: 0.0,
-            grad_clip: 1.0,
-            seed: 0,
-            save_every: 0,
-            out: PathBuf::new(),
-            save_dtype: DType::F32,
-            resume: false,
-            pack: 3,
-            until: None,
-            min_seq_len: None,
-            noise: NoiseOptions::default(),
-        };
+        let opts = test_options(&cfg, 2, 10, 3, None);
         assert_eq!(opts.examples_per_step(), 4);
         let b = mixed_batch(&examples, 10, &cfg, 3);
         assert_eq!(b.len(), 2);
@@ -316,25 +326,7 @@ mod tests {
             prompt: vec![1; n],
             answer: vec![2; 3],
         };
-        let mut opts = PretrainOptions {
-            config: cfg.clone(),
-            steps: 1,
-            batch_size: 4,
-            seq_len: 40,
-            lr: 1e-3,
-            warmup: 0,
-            weight_decay: 0.0,
-            grad_clip: 1.0,
-            seed: 0,
-            save_every: 0,
-            out: PathBuf::new(),
-            save_dtype: DType::F32,
-            resume: false,
-            pack: 1,
-            until: None,
-            min_seq_len: Some(8),
-            noise: NoiseOptions::default(),
-        };
+        let mut opts = test_options(&cfg, 4, 40, 1, Some(8));
         let examples = vec![ex(2), ex(20), ex(5), ex(1)];
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let lens: Vec<usize> = (0..400)
