@@ -137,7 +137,7 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
         let em = if args.no_generate || !args.corpus.is_empty() {
             "–".to_string()
         } else {
-            let m = eval::exact_match_with(
+            let m = eval::exact_match(
                 model,
                 tok.as_ref(),
                 samples,

@@ -102,7 +102,9 @@ fn measure(
             block_length: 8,
             ..Options::default()
         };
-        Some(eval::exact_match(model, tok, samples, &options, 16, seed)?)
+        Some(eval::exact_match(
+            model, tok, samples, &options, 16, seed, None,
+        )?)
     };
     Ok(Metrics { losses, nll, em })
 }

@@ -114,20 +114,9 @@ pub fn score_answers(
 }
 
 /// Generates an answer for each sample's prompt (`[BOS] prompt`, batched) and compares it with
-/// the reference answer; the answer is the decoded text up to the first EOS.
+/// the reference answer; the answer is the decoded text up to the first EOS. `retrieval`: the
+/// pattern banks DGR retrieves from when `options.dgr` is set.
 pub fn exact_match(
-    model: &Model,
-    tok: &dyn Tokenizer,
-    samples: &[Sample],
-    options: &Options,
-    batch: usize,
-    seed: u64,
-) -> std::result::Result<ExactMatch, sampler::Error> {
-    exact_match_with(model, tok, samples, options, batch, seed, None)
-}
-
-/// [`exact_match`] with pattern banks to retrieve from when `options.dgr` is set.
-pub fn exact_match_with(
     model: &Model,
     tok: &dyn Tokenizer,
     samples: &[Sample],

@@ -164,6 +164,7 @@ impl Evaluator {
                     &self.options,
                     BATCH,
                     self.seed,
+                    None,
                 )?;
                 correct += m.correct;
                 total += m.total;
