@@ -5,6 +5,11 @@
 
 #![cfg(feature = "sim")]
 
+// Training allocates and frees many large tensors per step; mimalloc reuses them where glibc's
+// malloc maps fresh pages each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Mutex;
 
 use clap::Parser;
@@ -89,8 +94,10 @@ fn three_nodes_two_rounds_bytes_fields_and_reproducible_loss() {
             assert!(n.codec_down > 0 && n.socket_down > n.codec_down, "{n:?}");
         }
     }
-    assert_eq!(s.node_up.iter().sum::<u64>(), s.coordinator_read);
-    assert!(s.node_down.iter().sum::<u64>() <= s.coordinator_written);
+    // Both ends agree, up to a node's closing TLS close_notify that the coordinator may never
+    // read (it finished the connection on the GOAWAY before it): whole 24-byte records only.
+    assert!(s.ends_agree(), "{s:?}");
+    assert!(s.unread_up() <= 3 * 24, "{s:?}");
 
     // Every field of every round is in report.json.
     let json: serde_json::Value =
@@ -194,8 +201,10 @@ fn libp2p_run_counts_bytes_at_the_socket() {
             assert!(n.codec_down > 0 && n.socket_down > n.codec_down, "{n:?}");
         }
     }
-    assert_eq!(s.node_up.iter().sum::<u64>(), s.coordinator_read);
-    assert!(s.node_down.iter().sum::<u64>() <= s.coordinator_written);
+    // Both ends agree, up to a node's closing TLS close_notify that the coordinator may never
+    // read (it finished the connection on the GOAWAY before it): whole 24-byte records only.
+    assert!(s.ends_agree(), "{s:?}");
+    assert!(s.unread_up() <= 3 * 24, "{s:?}");
     assert!(report.loss_improvement().is_finite());
 }
 

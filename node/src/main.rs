@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+// Training and inference allocate and free many large tensors per step; glibc's malloc serves each
+// with a fresh mmap (page faults, sys time), mimalloc reuses them: a `tiny` pretraining step
+// (16 × 64 tokens, release) takes 0.55 s instead of 0.98 s on the 2-core machine.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -2,6 +2,11 @@
 //! bounded number of steps: the model learns context, not just token frequencies.
 #![cfg(feature = "model")]
 
+// Training allocates and frees many large tensors per step; mimalloc reuses them where glibc's
+// malloc maps fresh pages each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::Device;
 use candle_nn::VarMap;
 use rand::SeedableRng;

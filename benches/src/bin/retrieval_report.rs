@@ -10,8 +10,9 @@ use std::time::Instant;
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
+use ruvdllm::bank::compose::compose_rows_into;
 use ruvdllm::bank::dgr::{self, Dgr, RowObservation};
-use ruvdllm::bank::{Band, KeyProjection, Method, Pattern, compose_scored};
+use ruvdllm::bank::{Band, KeyProjection, Method, Pattern, Target};
 use ruvdllm::candle_core::{DType, Device, Tensor};
 use ruvdllm_benches::inference::{load_checkpoint, model_path, percentile};
 use ruvdllm_benches::retrieval::{
@@ -162,23 +163,57 @@ fn main() -> anyhow::Result<()> {
                 .collect()
         })
         .collect();
+    // What DGR does per step: write each position's Σ w_i B_i A_i into the stacked rows the
+    // model's position hook takes (A rows [6, in], w·Bᵀ rows [6, out], per layer and q|v) …
+    let linears: Vec<(usize, Target, usize, usize)> = (0..small.n_layers)
+        .flat_map(|l| {
+            Target::ALL.map(|t| {
+                let (out, inp) = small_layout.layers[l][t.index()];
+                (l, t, inp, out)
+            })
+        })
+        .collect();
+    let rows = 3 * ruvdllm::bank::PATTERN_RANK;
+    let mut stacks: Vec<(Vec<f32>, Vec<f32>)> = linears
+        .iter()
+        .map(|&(_, _, inp, out)| (vec![0.0; 10 * rows * inp], vec![0.0; 10 * rows * out]))
+        .collect();
     let mut compose_t = Vec::new();
     let mut apply_t = Vec::new();
     for _ in 0..200 {
-        let mut composed = Vec::with_capacity(10);
         compose_t.push(us(|| {
             for pos in 0..10 {
-                let parts: Vec<(&Pattern, f32)> = (0..3)
-                    .map(|j| (&ps[pos * 3 + j], 0.5 - 0.1 * j as f32))
-                    .collect();
-                composed.push(compose_scored(&parts, Method::default()).expect("same layout"));
+                let scores: Vec<f32> = (0..3).map(|j| 0.5 - 0.1 * j as f32).collect();
+                let w = ruvdllm::bank::compose::weights(Method::default(), &scores)
+                    .expect("finite scores");
+                let parts: Vec<(&Pattern, f32)> =
+                    (0..3).map(|j| (&ps[pos * 3 + j], w[j])).collect();
+                for (&(l, t, inp, out), (a, bt)) in linears.iter().zip(stacks.iter_mut()) {
+                    compose_rows_into(
+                        &parts,
+                        l,
+                        t,
+                        &mut a[pos * rows * inp..(pos + 1) * rows * inp],
+                        &mut bt[pos * rows * out..(pos + 1) * rows * out],
+                    )
+                    .expect("same layout");
+                }
             }
         }));
+        // … and apply them: B·(A·x) at each position, every layer, q and v.
         apply_t.push(us(|| {
-            for (a, x) in composed.iter().zip(&xs) {
-                for l in &a.layers {
-                    std::hint::black_box(l.q.apply(x).expect("width"));
-                    std::hint::black_box(l.v.apply(x).expect("width"));
+            for (pos, x) in xs.iter().enumerate() {
+                for (&(_, _, inp, out), (a, bt)) in linears.iter().zip(&stacks) {
+                    let a = &a[pos * rows * inp..(pos + 1) * rows * inp];
+                    let bt = &bt[pos * rows * out..(pos + 1) * rows * out];
+                    let mut y = vec![0.0f32; out];
+                    for (ar, br) in a.chunks_exact(inp).zip(bt.chunks_exact(out)) {
+                        let h = ruvdllm::bank::index::dot(ar, x);
+                        for (yo, b) in y.iter_mut().zip(br) {
+                            *yo += h * b;
+                        }
+                    }
+                    std::hint::black_box(y);
                 }
             }
         }));
@@ -187,9 +222,13 @@ fn main() -> anyhow::Result<()> {
     let (a50, a99) = pcts(&apply_t);
     println!();
     println!(
-        "compose top-3 at 10 positions, small ({} layers, q/v {}×{}): p50 {c50:.0} µs, p99 {c99:.0} µs; \
-         applying the 10 composed rank-6 deltas (B·(A·x), every layer, q and v): p50 {a50:.0} µs, p99 {a99:.0} µs",
-        small.n_layers, small.d_model, small.d_model
+        "compose top-3 at 10 positions, small ({} layers, q/v {}×{}), into the stacked rows DGR hands the model: \
+         p50 {c50:.0} µs, p99 {c99:.0} µs; applying the 10 rank-6 deltas (B·(A·x), every layer, q and v): \
+         p50 {a50:.0} µs, p99 {a99:.0} µs; both: p50 {:.0} µs",
+        small.n_layers,
+        small.d_model,
+        small.d_model,
+        c50 + a50
     );
 
     // DGR's per-step cost beside one tiny forward (prompt 128 + 256 masked).

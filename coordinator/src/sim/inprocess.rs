@@ -23,7 +23,7 @@ use super::cluster::{self, node_id};
 use super::events::Recorder;
 use super::node::{LocalDp, Role, SimClient, SimTrainer};
 use super::record::NodeView;
-use super::report::SocketTotals;
+use super::report::{SocketTotals, TLS13_CLOSE_NOTIFY_BYTES};
 use super::run::{Driven, Observer, Prepared, finish_round};
 use crate::daemon::Running;
 use crate::service::ClosedRound;
@@ -200,10 +200,29 @@ async fn settle_sockets(
     let sent = || counters.iter().map(|c| c.sent()).sum::<u64>();
     let m = running.service.metrics();
     // Closing connections still move bytes (TLS close_notify, HTTP/2 GOAWAY); wait until both
-    // ends agree. Equal counts return at once; the generous bound only matters on a starved
-    // machine (a loaded 2-core CI runner needed more than 5 s).
+    // ends agree. Equal counts return at once. A close_notify the coordinator will never read
+    // (its side finished on the GOAWAY, see `SocketTotals::unread_up`) ends the wait once the
+    // count has held still for a second; the generous bound only matters on a starved machine
+    // (a loaded 2-core CI runner needed more than 5 s).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while m.socket_read.get() != sent() && Instant::now() < deadline {
+    let mut still: Option<(u64, Instant)> = None;
+    loop {
+        let (read, sent) = (m.socket_read.get(), sent());
+        let unread = sent.saturating_sub(read);
+        if read == sent || Instant::now() >= deadline {
+            break;
+        }
+        let whole = read < sent
+            && unread % TLS13_CLOSE_NOTIFY_BYTES == 0
+            && unread / TLS13_CLOSE_NOTIFY_BYTES <= counters.len() as u64;
+        match still {
+            Some((r, since)) if r == read && whole => {
+                if since.elapsed() >= Duration::from_secs(1) {
+                    break;
+                }
+            }
+            _ => still = Some((read, Instant::now())),
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let last = prep.cfg.args.rounds + 1;

@@ -114,6 +114,33 @@ pub struct SocketTotals {
     pub coordinator_written: u64,
 }
 
+/// A TLS 1.3 close_notify alert on the wire: the 5-byte record header, the 2-byte alert and its
+/// content-type byte, and the 16-byte AEAD tag.
+pub const TLS13_CLOSE_NOTIFY_BYTES: u64 = 24;
+
+impl SocketTotals {
+    /// Bytes the nodes sent that the coordinator never read. Everything a node sends during the
+    /// run is read; only its connection's last record, the TLS close_notify, can go unread: when
+    /// the client's HTTP/2 GOAWAY reaches the server in an earlier read than the close_notify,
+    /// the server finishes the connection on the GOAWAY and drops the socket. So this is zero or
+    /// whole close_notify records, at most one per node.
+    pub fn unread_up(&self) -> u64 {
+        self.node_up
+            .iter()
+            .sum::<u64>()
+            .saturating_sub(self.coordinator_read)
+    }
+
+    /// Whether the two ends agree up to unread close_notify records (see [`Self::unread_up`]).
+    pub fn ends_agree(&self) -> bool {
+        let unread = self.unread_up();
+        self.coordinator_read <= self.node_up.iter().sum::<u64>()
+            && unread % TLS13_CLOSE_NOTIFY_BYTES == 0
+            && unread / TLS13_CLOSE_NOTIFY_BYTES <= self.node_up.len() as u64
+            && self.node_down.iter().sum::<u64>() <= self.coordinator_written
+    }
+}
+
 /// The whole run: configuration, the base's quality before round 1, every round.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {

@@ -17,7 +17,7 @@
 
 use super::error::{Error, Result};
 use super::matrix::{Adapter, LayerFactors, Layout, LowRank, Matrix, Target};
-use super::pattern::{Pattern, QLowRank};
+use super::pattern::Pattern;
 use super::truncate::PATTERN_RANK;
 
 /// How retrieved patterns are weighted.
@@ -75,33 +75,78 @@ pub fn weights(method: Method, scores: &[f32]) -> Result<Vec<f32>> {
     })
 }
 
-/// `[w_1 B_1 | … | w_k B_k] · [A_1; …; A_k]` for one layer and target.
-fn concat(parts: &[(&QLowRank, f32)], out: usize, inp: usize) -> Result<LowRank> {
+/// One layer and target of `Σ_i w_i B_i A_i` in *row* form, the layout the model's position hook
+/// stacks: rows `2i, 2i+1` of `a` `[2k, in]` are pattern i's A and the same rows of `bt`
+/// `[2k, out]` are `w_i·B_iᵀ`, so `ΔW = btᵀ·a`. Every write is a contiguous dequantised row.
+/// The patterns must share `layer`'s shape and the buffers hold exactly `2k·in` and `2k·out`
+/// values.
+pub fn compose_rows_into(
+    parts: &[(&Pattern, f32)],
+    layer: usize,
+    target: Target,
+    a: &mut [f32],
+    bt: &mut [f32],
+) -> Result<()> {
+    let Some((first, _)) = parts.first() else {
+        return Err(Error::Empty {
+            what: "patterns to compose",
+        });
+    };
+    if layer >= first.n_layers() {
+        return Err(Error::LayerCount {
+            expected: layer + 1,
+            got: first.n_layers(),
+        });
+    }
+    let (out, inp) = {
+        let f = first.factors(layer, target);
+        (f.out_dim(), f.in_dim())
+    };
     let r = PATTERN_RANK * parts.len();
-    let mut a = vec![0.0f32; r * inp];
-    let mut b = vec![0.0f32; out * r];
-    for (i, (f, w)) in parts.iter().enumerate() {
+    for (what, buf, width) in [
+        ("composed A rows", &*a, inp),
+        ("composed Bᵀ rows", &*bt, out),
+    ] {
+        if buf.len() != r * width {
+            return Err(Error::Dimension {
+                what,
+                expected: r * width,
+                got: buf.len(),
+            });
+        }
+    }
+    for (i, (p, w)) in parts.iter().enumerate() {
+        if layer >= p.n_layers() {
+            return Err(Error::LayerCount {
+                expected: first.n_layers(),
+                got: p.n_layers(),
+            });
+        }
+        let f = p.factors(layer, target);
+        if (f.out_dim(), f.in_dim()) != (out, inp) {
+            return Err(Error::LayoutMismatch {
+                layer,
+                target: target.name(),
+                expected_out: out,
+                expected_in: inp,
+                got_out: f.out_dim(),
+                got_in: f.in_dim(),
+            });
+        }
+        if !w.is_finite() {
+            return Err(Error::NonFinite { what: "weights" });
+        }
         for j in 0..PATTERN_RANK {
             let row = i * PATTERN_RANK + j;
             f.a.row_scaled_into(j, 1.0, &mut a[row * inp..(row + 1) * inp]);
-        }
-        let mut col = vec![0.0f32; out];
-        for j in 0..PATTERN_RANK {
-            // column j of w·B is row j of w·Bᵀ
-            f.bt.row_scaled_into(j, *w, &mut col);
-            let c = i * PATTERN_RANK + j;
-            for (o, v) in col.iter().enumerate() {
-                b[o * r + c] = *v;
-            }
+            f.bt.row_scaled_into(j, *w, &mut bt[row * out..(row + 1) * out]);
         }
     }
-    LowRank::new(
-        Matrix::new(r, inp, a, "composed A")?,
-        Matrix::new(out, r, b, "composed B")?,
-    )
+    Ok(())
 }
 
-/// Composes weighted patterns (all of one layout) into a rank-`2k` q/v adapter.
+/// Composes weighted patterns (all of one layout) into a rank-`2k` q/v adapter:
+/// `[w_1 B_1 | … | w_k B_k] · [A_1; …; A_k]` per layer and target.
 pub fn compose(parts: &[(&Pattern, f32)]) -> Result<Adapter> {
     let Some((first, _)) = parts.first() else {
         return Err(Error::Empty {
@@ -109,19 +154,26 @@ pub fn compose(parts: &[(&Pattern, f32)]) -> Result<Adapter> {
         });
     };
     let layout: Layout = first.layout();
-    for (p, w) in parts {
+    for (p, _) in parts {
         layout.check_layout(&p.layout())?;
-        if !w.is_finite() {
-            return Err(Error::NonFinite { what: "weights" });
-        }
     }
+    let r = PATTERN_RANK * parts.len();
     let layers = (0..layout.layers.len())
         .map(|l| {
             let pair = |t: Target| {
                 let (out, inp) = layout.layers[l][t.index()];
-                let fs: Vec<(&QLowRank, f32)> =
-                    parts.iter().map(|(p, w)| (p.factors(l, t), *w)).collect();
-                concat(&fs, out, inp)
+                let (mut a, mut bt) = (vec![0.0f32; r * inp], vec![0.0f32; r * out]);
+                compose_rows_into(parts, l, t, &mut a, &mut bt)?;
+                let mut b = vec![0.0f32; out * r];
+                for (c, row) in bt.chunks_exact(out).enumerate() {
+                    for (o, v) in row.iter().enumerate() {
+                        b[o * r + c] = *v;
+                    }
+                }
+                LowRank::new(
+                    Matrix::new(r, inp, a, "composed A")?,
+                    Matrix::new(out, r, b, "composed B")?,
+                )
             };
             Ok(LayerFactors {
                 q: pair(Target::Q)?,

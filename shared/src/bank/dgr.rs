@@ -11,16 +11,18 @@
 //! step and nothing for any other, so a delta derived from step `s` can never leak into step `s`
 //! itself or linger past `s + 1`.
 //!
-//! The plan is plain data — per (row, position, layer, q|v) the factors `A [6, in]` and
-//! `B [out, 6]` — so the model's adapter hook only adds `B·(A·x)` at those positions.
+//! The plan is plain data — per (row, position) the patterns and their composition weights. The
+//! sampler writes each position's `Σ w_i B_i A_i` straight into the stacked rows the model's
+//! position hook applies ([`super::compose::compose_rows_into`]: `A [6, in]`, `w·Bᵀ [6, out]` per
+//! layer and q|v), so the hook only adds `B·(A·x)` at those positions.
 
 use crate::aggregate::daf::Band;
 
 use super::banks::{Banks, band_of};
-use super::compose::{Method, compose_scored};
+use super::compose::{Method, weights};
 use super::error::{Error, Result};
 use super::key::KeyProjection;
-use super::matrix::Adapter;
+use super::pattern::Pattern;
 use super::score::Scored;
 use super::store::Bank;
 use super::uncertainty::{Measure, Selected, select};
@@ -76,8 +78,28 @@ pub struct Entry {
     pub uncertainty: f32,
     /// The composed patterns, best first.
     pub patterns: Vec<Scored>,
-    /// `Σ w_i B_i A_i` per layer, q and v, as concatenated factors.
-    pub delta: Adapter,
+    /// The composition weight of each pattern (same order; from the scores by the configured
+    /// [`Method`]): the delta is `Σ w_i B_i A_i`, built where it is applied
+    /// ([`super::compose::compose_rows_into`], or [`super::compose()`] with [`Entry::parts`]).
+    pub weights: Vec<f32>,
+}
+
+impl Entry {
+    /// The entry's patterns, from the bank they were retrieved from, with their weights.
+    pub fn parts<'b>(&self, bank: &'b Bank) -> Result<Vec<(&'b Pattern, f32)>> {
+        self.patterns
+            .iter()
+            .zip(&self.weights)
+            .map(|(s, w)| {
+                bank.get(s.id).map(|p| (p, *w)).ok_or_else(|| Error::Dgr {
+                    reason: format!(
+                        "pattern {} left the {} bank after retrieval",
+                        s.id, self.band
+                    ),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Everything to apply during one step's forward.
@@ -215,18 +237,15 @@ impl Dgr {
                 if top.is_empty() {
                     continue;
                 }
-                let parts: Vec<(&super::pattern::Pattern, f32)> = top
-                    .iter()
-                    .filter_map(|sc| bank.get(sc.id).map(|p| (p, sc.score)))
-                    .collect();
-                let delta = compose_scored(&parts, self.cfg.method)?;
+                let scores: Vec<f32> = top.iter().map(|sc| sc.score).collect();
+                let weights = weights(self.cfg.method, &scores)?;
                 entries.push(Entry {
                     row: r.row,
                     band,
                     position: s.position,
                     uncertainty: s.uncertainty,
                     patterns: top,
-                    delta,
+                    weights,
                 });
             }
         }

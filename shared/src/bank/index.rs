@@ -13,10 +13,12 @@
 //! * **Ids.** The graph's data id is a slot number; slots map to pattern ids.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
 use super::config::HnswConfig;
+use super::graph::Flat;
 use super::key::KEY_DIM;
 
 /// `1 − a·b` for unit vectors, clamped to `[0, 2]`.
@@ -64,6 +66,8 @@ pub struct Index {
     keys: Vec<f32>,
     slot_of: HashMap<u64, usize>,
     tombstones: usize,
+    /// The graph's links as flat arrays, copied at the first query after a change.
+    flat: OnceLock<Flat>,
 }
 
 fn new_graph(cfg: &HnswConfig, hint: usize) -> Hnsw<'static, f32, UnitCosine> {
@@ -87,6 +91,7 @@ impl Index {
             keys: Vec::new(),
             slot_of: HashMap::new(),
             tombstones: 0,
+            flat: OnceLock::new(),
         }
     }
 
@@ -119,6 +124,7 @@ impl Index {
     /// Adds unit keys (`KEY_DIM` each; the caller checked them) in one parallel batch.
     /// Ids already present are the caller's error to avoid (the bank checks).
     pub fn insert_many(&mut self, entries: &[(u64, &[f32])]) {
+        self.flat = OnceLock::new();
         let first = self.slots.len();
         for (i, (id, key)) in entries.iter().enumerate() {
             debug_assert_eq!(key.len(), KEY_DIM);
@@ -166,6 +172,7 @@ impl Index {
             "rebuilding bank index"
         );
         self.hnsw = new_graph(&self.cfg, live.len());
+        self.flat = OnceLock::new();
         self.slots.clear();
         self.keys.clear();
         self.slot_of.clear();
@@ -174,7 +181,8 @@ impl Index {
         self.insert_many(&refs);
     }
 
-    /// Approximate `k` nearest live keys by HNSW, nearest first.
+    /// Approximate `k` nearest live keys by HNSW (hnsw_rs's graph, searched over its flat copy,
+    /// see [`super::graph`]), nearest first.
     pub fn nearest(&self, key: &[f32], k: usize) -> Vec<Hit> {
         let want = k.min(self.len());
         if want == 0 {
@@ -188,13 +196,16 @@ impl Index {
         .min(self.slots.len());
         loop {
             let ef = self.cfg.ef_search.max(fetch);
-            let found = self.hnsw.search(key, fetch, ef);
+            let flat = self
+                .flat
+                .get_or_init(|| Flat::from_hnsw(&self.hnsw, self.slots.len()));
+            let found = flat.search(&self.keys, key, fetch, ef);
             let hits: Vec<Hit> = found
                 .iter()
-                .filter_map(|n| {
-                    self.slots.get(n.d_id).copied().flatten().map(|id| Hit {
+                .filter_map(|&(slot, distance)| {
+                    self.slots.get(slot).copied().flatten().map(|id| Hit {
                         id,
-                        similarity: 1.0 - n.distance,
+                        similarity: 1.0 - distance,
                     })
                 })
                 .take(want)
@@ -305,6 +316,36 @@ mod tests {
             agree += a.iter().filter(|x| b.contains(x)).count();
         }
         assert!(agree as f64 / (20.0 * 5.0) >= 0.95, "agree {agree}");
+    }
+
+    #[test]
+    fn flat_search_matches_hnsw_rs_on_the_same_graph() {
+        let (mut idx, ks) = build(3000);
+        let (mut same, mut ours_exact, mut theirs_exact) = (0, 0, 0);
+        let queries: Vec<&Vec<f32>> = ks.iter().step_by(60).collect();
+        for q in &queries {
+            let theirs: Vec<u64> = idx
+                .hnsw
+                .search(q, 10, idx.cfg.ef_search)
+                .iter()
+                .filter_map(|n| idx.slots[n.d_id])
+                .collect();
+            let ours: Vec<u64> = idx.nearest(q, 10).iter().map(|h| h.id).collect();
+            let exact: Vec<u64> = idx.nearest_exact(q, 10).iter().map(|h| h.id).collect();
+            same += ours.iter().filter(|x| theirs.contains(x)).count();
+            ours_exact += ours.iter().filter(|x| exact.contains(x)).count();
+            theirs_exact += theirs.iter().filter(|x| exact.contains(x)).count();
+        }
+        let n = (queries.len() * 10) as f64;
+        assert!(same as f64 / n >= 0.95, "agreement with hnsw_rs {same}/{n}");
+        assert!(
+            ours_exact + 5 >= theirs_exact,
+            "recall {ours_exact} vs {theirs_exact}"
+        );
+        // The flat copy follows later inserts: a new key is its own nearest neighbour.
+        let fresh = normalize((0..KEY_DIM).map(|i| (i as f32).sin()).collect(), "k").unwrap();
+        idx.insert_many(&[(7, fresh.as_slice())]);
+        assert_eq!(idx.nearest(&fresh, 1)[0].id, 7);
     }
 
     #[test]

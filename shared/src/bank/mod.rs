@@ -16,6 +16,7 @@ pub mod compose;
 pub mod config;
 pub mod dgr;
 pub mod error;
+mod graph;
 #[cfg(feature = "model")]
 pub mod hidden;
 pub mod index;

@@ -3,6 +3,7 @@
 
 use rand::{Rng, SeedableRng};
 
+use super::compose::compose_rows_into;
 use super::*;
 
 const D: usize = 16;
@@ -285,14 +286,37 @@ fn dgr_plan_applies_exactly_one_step_later() {
         let i = positions.iter().position(|p| *p == e.position).unwrap();
         let key = proj.project(&hidden[i * D..(i + 1) * D]).unwrap();
         assert_eq!(e.patterns, bank.search(&key, 3, 5).unwrap());
-        assert_eq!(e.delta.layers.len(), 2);
-        assert_eq!(e.delta.layers[0].q.rank(), 6);
-        let parts: Vec<(&Pattern, f32)> = e
+        let scored: Vec<(&Pattern, f32)> = e
             .patterns
             .iter()
             .map(|s| (bank.get(s.id).unwrap(), s.score))
             .collect();
-        assert_eq!(e.delta, compose_scored(&parts, Method::default()).unwrap());
+        let want = compose_scored(&scored, Method::default()).unwrap();
+        let delta = compose(&e.parts(&bank).unwrap()).unwrap();
+        assert_eq!(delta.layers.len(), 2);
+        assert_eq!(delta.layers[0].q.rank(), 6);
+        assert_eq!(delta, want);
+        // The stacked rows DGR hands the model hold the same delta: Bᵀ-rows · A-rows = ΣwBA.
+        let parts = e.parts(&bank).unwrap();
+        for l in 0..2 {
+            for t in Target::ALL {
+                let (out, inp) = (
+                    want.layers[l].get(t).out_dim(),
+                    want.layers[l].get(t).in_dim(),
+                );
+                let (mut a, mut bt) = (vec![0.0; 6 * inp], vec![0.0; 6 * out]);
+                compose_rows_into(&parts, l, t, &mut a, &mut bt).unwrap();
+                let dense = want.layers[l].get(t).product();
+                for o in 0..out {
+                    for i in 0..inp {
+                        let v: f32 = (0..6).map(|r| bt[r * out + o] * a[r * inp + i]).sum();
+                        assert!((v - dense.get(o, i)).abs() < 1e-5);
+                    }
+                }
+                assert!(compose_rows_into(&parts, l, t, &mut a[1..], &mut bt).is_err());
+                assert!(compose_rows_into(&parts, 2, t, &mut a, &mut bt).is_err());
+            }
+        }
     }
     assert!(!plan.pattern_ids().is_empty());
     // the next observation replaces the plan; steps must increase

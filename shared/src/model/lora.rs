@@ -10,8 +10,9 @@
 //!   `h ⊙ w_row` (a `[B, 1, R]` column weight per row), `y += h·B_catᵀ`;
 //! * a [`PositionDelta`] carried by one forward (`Batch::position_delta`) — groups of
 //!   `(row, position)` pairs, each group with its own factors per `(layer, target)`, applied to
-//!   those positions only (DGR applies composed pattern adapters to its selected positions). It
-//!   gathers the selected rows of `x`, computes their low-rank term and scatter-adds it into `y`.
+//!   those positions only (DGR applies composed pattern adapters to its selected positions). The
+//!   groups' factors are stacked per linear, so it gathers the selected rows of `x`, computes all
+//!   their low-rank terms in two batched matmuls and scatter-adds them into `y`.
 //!
 //! Adapters hold candle tensors, so building one from trainable `Var`s makes the hook
 //! differentiable in B while A and the base stay constants.
@@ -195,11 +196,7 @@ pub struct PositionGroup {
 impl PositionGroup {
     /// Positions as `(batch row, canvas position)` pairs (distinct), and the scale of the term.
     pub fn new(rows: Vec<(usize, usize)>, scale: f64) -> Result<PositionGroup> {
-        let mut sorted = rows.clone();
-        sorted.sort_unstable();
-        if sorted.windows(2).any(|w| w[0] == w[1]) {
-            candle_core::bail!("position group lists a (row, position) twice");
-        }
+        check_distinct(&rows)?;
         if !scale.is_finite() {
             candle_core::bail!("position group scale {scale} is not finite");
         }
@@ -222,17 +219,146 @@ impl PositionGroup {
     }
 }
 
+/// One linear's factors of every group, stacked: A `[G, R, in]` and `(scale·B)ᵀ` `[G, R, out]`
+/// (a group of lower rank, or without this linear, is zero-padded, which adds exactly nothing).
+#[derive(Debug, Clone)]
+struct Stack {
+    a: Tensor,
+    bt: Tensor,
+}
+
 /// Low-rank terms applied at chosen `(row, position)` pairs only, for one forward.
+///
+/// The factors of all groups are stacked per linear, so a forward costs the same few tensor ops
+/// per linear whatever the number of groups (one gather, two batched matmuls, one scatter-add):
+/// DGR's ten positions no longer mean ten rounds of small ops in every linear.
 #[derive(Debug, Clone, Default)]
 pub struct PositionDelta {
-    pub groups: Vec<PositionGroup>,
+    /// The `(row, position)` pairs of each group.
+    rows: Vec<Vec<(usize, usize)>>,
+    linears: HashMap<(usize, Target), Stack>,
 }
 
 impl PositionDelta {
+    /// Stacks general groups (any ranks, any subsets of linears).
+    pub fn new(groups: Vec<PositionGroup>) -> Result<PositionDelta> {
+        let mut keys: Vec<(usize, Target)> = groups
+            .iter()
+            .flat_map(|g| g.factors.keys().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut linears = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let present: Vec<(&PositionGroup, &LowRank)> = groups
+                .iter()
+                .filter_map(|g| g.factors.get(&key).map(|f| (g, f)))
+                .collect();
+            let (_, first) = present[0];
+            let (_, inp, out) = first.dims()?;
+            let (dtype, device) = (first.a.dtype(), first.a.device().clone());
+            let mut rank = 0;
+            for (_, f) in &present {
+                let (r, i, o) = f.dims()?;
+                if (i, o) != (inp, out) {
+                    candle_core::bail!(
+                        "position groups disagree on layer {} {:?}: [{out}, {inp}] vs [{o}, {i}]",
+                        key.0,
+                        key.1
+                    );
+                }
+                rank = rank.max(r);
+            }
+            let (mut a_all, mut bt_all) = (Vec::new(), Vec::new());
+            for g in &groups {
+                let (a, bt) = match g.factors.get(&key) {
+                    Some(f) => {
+                        let r = f.a.dim(0)?;
+                        let a = f.a.to_dtype(dtype)?;
+                        let bt = (f.b.to_dtype(DType::F32)? * g.scale)?
+                            .t()?
+                            .to_dtype(dtype)?;
+                        if r < rank {
+                            (
+                                Tensor::cat(
+                                    &[a, Tensor::zeros((rank - r, inp), dtype, &device)?],
+                                    0,
+                                )?,
+                                Tensor::cat(
+                                    &[bt, Tensor::zeros((rank - r, out), dtype, &device)?],
+                                    0,
+                                )?,
+                            )
+                        } else {
+                            (a, bt)
+                        }
+                    }
+                    None => (
+                        Tensor::zeros((rank, inp), dtype, &device)?,
+                        Tensor::zeros((rank, out), dtype, &device)?,
+                    ),
+                };
+                a_all.push(a);
+                bt_all.push(bt.contiguous()?);
+            }
+            linears.insert(
+                key,
+                Stack {
+                    a: Tensor::stack(&a_all, 0)?,
+                    bt: Tensor::stack(&bt_all, 0)?,
+                },
+            );
+        }
+        Ok(PositionDelta {
+            rows: groups.into_iter().map(|g| g.rows).collect(),
+            linears,
+        })
+    }
+
+    /// An empty delta over these groups of `(row, position)` pairs (each group's pairs distinct);
+    /// add each linear's stacked factors with [`PositionDelta::insert_stacked`]. The fast path for
+    /// callers that build the factors of all groups in one buffer (DGR).
+    pub fn stacked(rows: Vec<Vec<(usize, usize)>>) -> Result<PositionDelta> {
+        for r in &rows {
+            check_distinct(r)?;
+        }
+        Ok(PositionDelta {
+            rows,
+            linears: HashMap::new(),
+        })
+    }
+
+    /// Sets one linear's factors of every group: A `[G, R, in]`, `(scale·B)ᵀ` `[G, R, out]`.
+    pub fn insert_stacked(
+        &mut self,
+        layer: usize,
+        target: Target,
+        a: Tensor,
+        bt: Tensor,
+    ) -> Result<()> {
+        let (g, r, _) = a.dims3()?;
+        let (gb, rb, _) = bt.dims3()?;
+        if g != self.rows.len() || gb != g || rb != r {
+            candle_core::bail!(
+                "stacked factors for {} groups: A is {:?}, Bᵀ is {:?}",
+                self.rows.len(),
+                a.dims(),
+                bt.dims()
+            );
+        }
+        self.linears.insert((layer, target), Stack { a, bt });
+        Ok(())
+    }
+
+    /// The `(row, position)` pairs of each group.
+    pub fn rows(&self) -> &[Vec<(usize, usize)>] {
+        &self.rows
+    }
+
     /// Errors if a pair lies outside a `[rows, len]` canvas.
     pub fn check(&self, rows: usize, len: usize) -> Result<()> {
-        for g in &self.groups {
-            if let Some(&(r, p)) = g.rows.iter().find(|&&(r, p)| r >= rows || p >= len) {
+        for g in &self.rows {
+            if let Some(&(r, p)) = g.iter().find(|&&(r, p)| r >= rows || p >= len) {
                 candle_core::bail!(
                     "position delta targets ({r}, {p}) outside the [{rows}, {len}] canvas"
                 );
@@ -248,33 +374,57 @@ impl PositionDelta {
         layer: usize,
         target: Target,
         x: &Tensor,
-        mut y: Tensor,
+        y: Tensor,
         start: usize,
     ) -> Result<Tensor> {
+        let Some(stack) = self.linears.get(&(layer, target)) else {
+            return Ok(y);
+        };
         let (b, lq, i) = x.dims3()?;
         let out = y.dim(2)?;
-        for g in &self.groups {
-            let Some(f) = g.factors.get(&(layer, target)) else {
-                continue;
-            };
-            let idx: Vec<u32> = g
-                .rows
-                .iter()
-                .filter(|&&(r, p)| r < b && p >= start && p < start + lq)
-                .map(|&(r, p)| (r * lq + (p - start)) as u32)
-                .collect();
-            if idx.is_empty() {
-                continue;
+        let (mut idx, mut gid) = (Vec::new(), Vec::new());
+        for (g, rows) in self.rows.iter().enumerate() {
+            for &(r, p) in rows {
+                if r < b && p >= start && p < start + lq {
+                    idx.push((r * lq + (p - start)) as u32);
+                    gid.push(g as u32);
+                }
             }
-            let n = idx.len();
-            let idx = Tensor::from_vec(idx, n, x.device())?;
-            let xs = x.reshape((b * lq, i))?.index_select(&idx, 0)?;
-            let d = (xs.matmul(&f.a.t()?)?.matmul(&f.b.t()?)? * g.scale)?;
-            y = y
-                .reshape((b * lq, out))?
-                .index_add(&idx, &d.to_dtype(y.dtype())?, 0)?
-                .reshape((b, lq, out))?;
         }
-        Ok(y)
+        if idx.is_empty() {
+            return Ok(y);
+        }
+        let k = idx.len();
+        let device = x.device();
+        // One position per group, all in the window (DGR's case): the stacks line up as they are.
+        let (a, bt) =
+            if gid.iter().enumerate().all(|(i, &g)| i == g as usize) && k == self.rows.len() {
+                (stack.a.clone(), stack.bt.clone())
+            } else {
+                let gid = Tensor::from_vec(gid, k, device)?;
+                (
+                    stack.a.index_select(&gid, 0)?,
+                    stack.bt.index_select(&gid, 0)?,
+                )
+            };
+        let idx = Tensor::from_vec(idx, k, device)?;
+        let xs = x
+            .reshape((b * lq, i))?
+            .index_select(&idx, 0)?
+            .to_dtype(a.dtype())?
+            .unsqueeze(1)?;
+        let d = xs.matmul(&a.transpose(1, 2)?)?.matmul(&bt)?;
+        y.reshape((b * lq, out))?
+            .index_add(&idx, &d.reshape((k, out))?.to_dtype(y.dtype())?, 0)?
+            .reshape((b, lq, out))
     }
+}
+
+fn check_distinct(rows: &[(usize, usize)]) -> Result<()> {
+    let mut sorted = rows.to_vec();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        candle_core::bail!("position group lists a (row, position) twice");
+    }
+    Ok(())
 }

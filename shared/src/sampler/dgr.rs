@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Error;
 use crate::adapter::Target as ModelTarget;
-use crate::bank::dgr::{Config, Dgr, RowObservation};
+use crate::bank::dgr::{BankSource, Config, Dgr, RowObservation};
 use crate::bank::{Band, Banks, KeyProjection, Measure, Method, Target, band_of};
 use crate::model::Model;
-use crate::model::lora::{LowRank, PositionDelta, PositionGroup};
+use crate::model::lora::PositionDelta;
 use crate::train::{Example, LikelihoodOptions, NllBound, nll_bound_by};
 
 /// Most positions DGR may touch per row and step (bounds the work a request can ask for).
@@ -178,25 +178,12 @@ impl<'a> Runner<'a> {
         let Some(plan) = self.dgr.plan_for(step) else {
             return Ok((None, Vec::new()));
         };
-        let mut groups = Vec::with_capacity(plan.entries.len());
-        let mut planned = Vec::with_capacity(plan.entries.len());
-        for e in &plan.entries {
-            let column = self.column(e.position);
-            let mut g = PositionGroup::new(vec![(e.row, column)], 1.0)?;
-            for (layer, f) in e.delta.layers.iter().enumerate() {
-                for (t, mt) in [(Target::Q, ModelTarget::Q), (Target::V, ModelTarget::V)] {
-                    let lr = f.get(t);
-                    let a = Tensor::from_slice(lr.a.data(), (lr.a.rows(), lr.a.cols()), device)?
-                        .to_dtype(self.dtype)?;
-                    let b = Tensor::from_slice(lr.b.data(), (lr.b.rows(), lr.b.cols()), device)?
-                        .to_dtype(self.dtype)?;
-                    g.insert(layer, mt, LowRank { a, b })?;
-                }
-            }
-            groups.push(g);
+        let entries = &plan.entries;
+        let mut planned = Vec::with_capacity(entries.len());
+        for e in entries {
             planned.push(Planned {
                 row: e.row,
-                column,
+                column: self.column(e.position),
                 report: DgrUse {
                     position: e.position - self.prompt_len,
                     band: e.band,
@@ -205,10 +192,53 @@ impl<'a> Runner<'a> {
                 },
             });
         }
-        if groups.is_empty() {
+        if entries.is_empty() {
             return Ok((None, planned));
         }
-        Ok((Some(Arc::new(PositionDelta { groups })), planned))
+        // One group per entry (its single position). Each entry's `Σ w_i B_i A_i` is written
+        // straight from the int8 patterns into one stacked buffer per linear: no composed
+        // matrices, two tensors per linear instead of two per entry and linear.
+        let parts =
+            entries
+                .iter()
+                .map(|e| {
+                    let bank = self.retrieval.banks.bank(e.band).ok_or_else(|| {
+                        crate::bank::Error::Dgr {
+                            reason: format!("no {} bank for a planned retrieval", e.band),
+                        }
+                    })?;
+                    e.parts(bank)
+                })
+                .collect::<Result<Vec<_>, crate::bank::Error>>()?;
+        let g = entries.len();
+        let rank = parts.iter().map(Vec::len).max().unwrap_or(0) * crate::bank::PATTERN_RANK;
+        let Some(&(first, _)) = parts.iter().find_map(|p| p.first()) else {
+            return Ok((None, planned));
+        };
+        let mut delta =
+            PositionDelta::stacked(planned.iter().map(|p| vec![(p.row, p.column)]).collect())?;
+        for layer in 0..first.n_layers() {
+            for (t, mt) in [(Target::Q, ModelTarget::Q), (Target::V, ModelTarget::V)] {
+                let f = first.factors(layer, t);
+                let (inp, out) = (f.in_dim(), f.out_dim());
+                let mut a = vec![0.0f32; g * rank * inp];
+                let mut bt = vec![0.0f32; g * rank * out];
+                for (i, p) in parts.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+                    let r = p.len() * crate::bank::PATTERN_RANK;
+                    crate::bank::compose::compose_rows_into(
+                        p,
+                        layer,
+                        t,
+                        &mut a[i * rank * inp..(i * rank + r) * inp],
+                        &mut bt[i * rank * out..(i * rank + r) * out],
+                    )?;
+                }
+                let a = Tensor::from_vec(a, (g, rank, inp), device)?.to_dtype(self.dtype)?;
+                let bt = Tensor::from_vec(bt, (g, rank, out), device)?.to_dtype(self.dtype)?;
+                delta.insert_stacked(layer, mt, a, bt)?;
+            }
+        }
+        Ok((Some(Arc::new(delta)), planned))
     }
 
     /// After the forward of `step`: `masked[r]` are row r's masked canvas columns in the block

@@ -165,7 +165,7 @@ fn position_delta_everywhere_equals_a_whole_model_adapter() {
         g.insert(layer, target, f).unwrap();
     }
     let mut batch = base.plain_batch(&ids(2)).unwrap();
-    batch.position_delta = Some(Arc::new(PositionDelta { groups: vec![g] }));
+    batch.position_delta = Some(Arc::new(PositionDelta::new(vec![g]).unwrap()));
     let got = base.forward_full(&batch, None).unwrap().logits;
     let d = max_diff(&want, &got);
     assert!(d < 1e-4, "position delta vs adapter differ by {d}");
@@ -187,7 +187,7 @@ fn position_delta_touches_only_its_positions_and_respects_windows() {
         },
     )
     .unwrap();
-    let pd = PositionDelta { groups: vec![g] };
+    let pd = PositionDelta::new(vec![g]).unwrap();
     let y0 = Tensor::zeros((2, 5, 6), DType::F32, &dev).unwrap();
     let y = pd.apply(0, Target::Q, &x, y0.clone(), 0).unwrap();
     let manual = |r: usize, p: usize| {
@@ -242,4 +242,65 @@ fn position_delta_touches_only_its_positions_and_respects_windows() {
     assert!(pd.check(1, 5).is_err());
     assert!(pd.check(2, 4).is_err());
     assert!(PositionGroup::new(vec![(0, 1), (0, 1)], 1.0).is_err());
+}
+
+#[test]
+fn stacked_groups_of_mixed_ranks_add_up_like_one_group_at_a_time() {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (2, 5, 8), &dev).unwrap();
+    let f = |r: usize, o: usize| LowRank {
+        a: Tensor::randn(0f32, 1.0, (r, 8), &dev).unwrap(),
+        b: Tensor::randn(0f32, 1.0, (o, r), &dev).unwrap(),
+    };
+    // Group 1: rank 3 on Q only. Group 2: rank 2 on Q and V, sharing position (0, 1) with group 1.
+    let mut g1 = PositionGroup::new(vec![(0, 1), (1, 4)], 0.5).unwrap();
+    g1.insert(0, Target::Q, f(3, 6)).unwrap();
+    let mut g2 = PositionGroup::new(vec![(0, 1), (0, 2)], -2.0).unwrap();
+    g2.insert(0, Target::Q, f(2, 6)).unwrap();
+    g2.insert(0, Target::V, f(2, 6)).unwrap();
+    let y0 = Tensor::randn(0f32, 1.0, (2, 5, 6), &dev).unwrap();
+    let together = PositionDelta::new(vec![g1.clone(), g2.clone()]).unwrap();
+    assert_eq!(together.rows().len(), 2);
+    for (target, window) in [(Target::Q, 0), (Target::V, 0), (Target::Q, 1)] {
+        let xw = x
+            .narrow(1, window, 5 - window)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let yw = y0
+            .narrow(1, window, 5 - window)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let got = together.apply(0, target, &xw, yw.clone(), window).unwrap();
+        let mut want = yw;
+        for g in [&g1, &g2] {
+            let one = PositionDelta::new(vec![g.clone()]).unwrap();
+            want = one.apply(0, target, &xw, want, window).unwrap();
+        }
+        let d = max_diff(&got, &want);
+        assert!(d < 1e-5, "{target:?} window {window}: {d}");
+        assert!(max_diff(&got, &y0.narrow(1, window, 5 - window).unwrap()) > 1e-3);
+    }
+    // The fast path checks its shapes against the groups.
+    let mut s = PositionDelta::stacked(vec![vec![(0, 1)], vec![(1, 2)]]).unwrap();
+    let a = Tensor::zeros((2, 4, 8), DType::F32, &dev).unwrap();
+    let bt = Tensor::zeros((2, 4, 6), DType::F32, &dev).unwrap();
+    assert!(
+        s.insert_stacked(0, Target::Q, a.clone(), bt.clone())
+            .is_ok()
+    );
+    assert!(
+        s.insert_stacked(0, Target::Q, a.narrow(0, 0, 1).unwrap(), bt.clone())
+            .is_err()
+    );
+    assert!(
+        s.insert_stacked(0, Target::Q, a, bt.narrow(1, 0, 3).unwrap())
+            .is_err()
+    );
+    assert!(PositionDelta::stacked(vec![vec![(0, 1), (0, 1)]]).is_err());
+    // Groups must agree on a linear's shape.
+    let mut g3 = PositionGroup::new(vec![(1, 1)], 1.0).unwrap();
+    g3.insert(0, Target::Q, f(2, 7)).unwrap();
+    assert!(PositionDelta::new(vec![g1, g3]).is_err());
 }

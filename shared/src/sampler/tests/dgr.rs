@@ -98,7 +98,7 @@ impl Recorder<'_> {
         let delta = b
             .position_delta
             .as_ref()
-            .map(|d| d.groups.iter().flat_map(|g| g.rows().to_vec()).collect())
+            .map(|d| d.rows().iter().flatten().copied().collect())
             .unwrap_or_default();
         self.calls.borrow_mut().push(Call {
             window,
