@@ -311,10 +311,34 @@ fn processes_mode_runs_each_node_as_its_own_process() {
     assert_eq!(report.rounds.len(), 1);
     assert_eq!(report.rounds[0].accepted, 3);
     assert!(report.sockets.is_none());
+    let round = &report.rounds[0];
+    assert!(round.latency.train_s > 0.0, "{:?}", round.latency);
     for i in 0..3 {
         let node = dir.path().join(format!("nodes/node-{i:02}"));
         assert!(node.join("node.toml").is_file());
         let log = std::fs::read_to_string(node.join("node.log")).unwrap();
         assert!(log.contains("update accepted"), "{log}");
+        // The per-node columns come from the node process's own journal: its client's socket
+        // counters (TLS and HTTP/2 included, so above the codec's payload sizes), the encoded
+        // sizes and the training loss.
+        let lines =
+            ruvdllm_node::daemon::journal::Journal::read(&node.join("rounds.jsonl")).unwrap();
+        // Node processes run on freely until they are stopped: round 1's line is the first.
+        let (line, row) = (&lines[0], &round.nodes[i]);
+        assert_eq!(line.round, 1, "{lines:?}");
+        assert!(line.submitted && line.refusal.is_none(), "{line:?}");
+        assert_eq!(Some(row.socket_up), line.socket_up);
+        assert_eq!(Some(row.socket_down), line.socket_down);
+        assert_eq!(
+            (row.codec_up, row.codec_down),
+            (line.codec_up, line.codec_down)
+        );
+        assert!(row.codec_up > 0 && row.socket_up > row.codec_up, "{row:?}");
+        assert!(
+            row.codec_down > 0 && row.socket_down > row.codec_down,
+            "{row:?}"
+        );
+        assert!(row.train_loss.is_some_and(f64::is_finite), "{row:?}");
+        assert!(line.fetched_ms <= line.train_start_ms && line.train_end_ms <= line.done_ms);
     }
 }

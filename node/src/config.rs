@@ -285,6 +285,9 @@ pub struct File {
     pub train: Train,
     pub banks: BanksSection,
     pub serve: ServeSection,
+    /// Append one JSON line per finished round to this file (timings, encoded sizes, the
+    /// coordinator's answer, socket counters); empty: no journal.
+    pub journal: PathBuf,
 }
 
 impl Default for File {
@@ -308,6 +311,7 @@ impl Default for File {
             train: Train::default(),
             banks: BanksSection::default(),
             serve: ServeSection::default(),
+            journal: PathBuf::new(),
         }
     }
 }
@@ -347,6 +351,8 @@ pub struct Settings {
     pub serve_listen: Option<std::net::SocketAddr>,
     pub serve_id: String,
     pub serve: crate::serve::Config,
+    /// The round journal (`None`: not written).
+    pub journal: Option<PathBuf>,
 }
 
 impl File {
@@ -373,6 +379,9 @@ impl File {
         paths.extend(f.data.corpus.iter_mut());
         if !f.banks.dir.as_os_str().is_empty() {
             paths.push(&mut f.banks.dir);
+        }
+        if !f.journal.as_os_str().is_empty() {
+            paths.push(&mut f.journal);
         }
         for p in paths {
             if p.is_relative() {
@@ -546,6 +555,7 @@ impl File {
             serve_listen,
             serve_id: self.serve.model_id.clone(),
             serve,
+            journal: (!self.journal.as_os_str().is_empty()).then(|| self.journal.clone()),
         })
     }
 }

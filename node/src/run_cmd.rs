@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::config::{File, Overrides, Settings};
 use crate::daemon::any_client::AnyClient;
+use crate::daemon::journal::Journal;
 use crate::daemon::local_data;
 use crate::daemon::serving::follow_global;
 use crate::daemon::{Runtime, TaloraTrainer};
@@ -95,8 +96,12 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
-        let client = AnyClient::connect(&settings.transport, settings.runtime.max_adapter_bytes)?;
-        let runtime = Runtime::new(client, trainer, settings.runtime);
+        let (client, socket) =
+            AnyClient::counted(&settings.transport, settings.runtime.max_adapter_bytes)?;
+        let mut runtime = Runtime::new(client, trainer, settings.runtime);
+        if let Some(path) = &settings.journal {
+            runtime = runtime.with_journal(Journal::new(path), Some(socket));
+        }
         let api = match settings.serve_listen {
             Some(addr) => {
                 let tok: Arc<dyn ruvdllm::tokenizer::Tokenizer> =

@@ -95,6 +95,7 @@ impl LocalTrainer for StandIn {
                 ("domain".into(), 0.1),
                 ("fine".into(), 0.1),
             ]),
+            train_loss: None,
         })
     }
 }

@@ -71,6 +71,7 @@ impl StandIn {
                 ("domain".into(), 0.2 + self.index as f64 * 0.1),
                 ("fine".into(), 0.05),
             ]),
+            train_loss: None,
         }
     }
 }

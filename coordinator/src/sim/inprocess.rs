@@ -213,7 +213,7 @@ async fn settle_sockets(
             break;
         }
         let whole = read < sent
-            && unread % TLS13_CLOSE_NOTIFY_BYTES == 0
+            && unread.is_multiple_of(TLS13_CLOSE_NOTIFY_BYTES)
             && unread / TLS13_CLOSE_NOTIFY_BYTES <= counters.len() as u64;
         match still {
             Some((r, since)) if r == read && whole => {

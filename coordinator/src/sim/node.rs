@@ -124,6 +124,7 @@ impl LocalTrainer for SimTrainer {
                         delta,
                         samples,
                         band_metrics,
+                        train_loss: None,
                     },
                     f64::NAN,
                 )

@@ -3,11 +3,13 @@
 //! coordinator and the held-out evaluation stay in this process.
 //!
 //! The generated configs carry the same data assignment, training options and codec as the
-//! in-process mode. What this process cannot observe inside another one — per-node socket bytes,
-//! training timestamps, training loss — is left at zero in the rows; the round's total latency,
-//! aggregation time, acceptances and held-out figures are measured here as in-process. Node
-//! processes run freely from round to round (nothing gates them); after the last round closes
-//! they get SIGTERM, which the daemon handles gracefully.
+//! in-process mode, and a round journal (`nodes/<id>/rounds.jsonl`, see
+//! `ruvdllm_node::daemon::journal`): what this process cannot observe inside another one — each
+//! node's socket bytes (counted by its own client, as in-process), training times and loss, encoded
+//! sizes and the coordinator's answer — comes from the node's journal line of the round. The
+//! round's total latency, aggregation time, acceptances and held-out figures are measured here as
+//! in-process. Node processes run freely from round to round (nothing gates them); after the last
+//! round closes they get SIGTERM, which the daemon handles gracefully.
 //!
 //! The node binary is `--node-bin`, else `node` next to this executable. A `coordinator` binary
 //! passed as `--node-bin` (or running this simulation itself without a `node` beside it) runs the
@@ -21,10 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ruvdllm_node::config::{Data, File as NodeFile, Libp2pSection, Tls, Train, TransportKind};
 use ruvdllm_node::daemon::any_client::ClientTarget;
+use ruvdllm_node::daemon::journal::{self, Journal};
 use ruvdllm_node::daemon::local_data::DataSource;
 
 use super::cluster::{self, node_id};
-use super::events::NodeEvents;
+use super::events::{Bytes, NodeEvents};
 use super::record::NodeView;
 use super::run::{Driven, Observer, Prepared, finish_round};
 use crate::daemon::Running;
@@ -160,12 +163,69 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
             seed: a.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9),
             ..Train::default()
         },
+        journal: journal_path(prep, i),
         ..NodeFile::default()
     };
     let path = dir.join("node.toml");
     std::fs::write(&path, toml::to_string(&file)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+fn journal_path(prep: &Prepared, i: usize) -> PathBuf {
+    prep.out.nodes().join(node_id(i)).join("rounds.jsonl")
+}
+
+/// Node `i`'s journal line of `round`, waiting up to `wait` for it: a node writes the line when the
+/// coordinator answered its upload, which can be just after the round closed.
+async fn journal_entry(
+    prep: &Prepared,
+    i: usize,
+    round: u64,
+    wait: Duration,
+) -> anyhow::Result<Option<journal::Entry>> {
+    let path = journal_path(prep, i);
+    let deadline = Instant::now() + wait;
+    loop {
+        let entries = Journal::read(&path).map_err(anyhow::Error::msg)?;
+        if let Some(e) = entries.into_iter().rev().find(|e| e.round == round) {
+            return Ok(Some(e));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The journal line as the round's node events (wall-clock times mapped onto this process's
+/// monotonic clock).
+fn events_of(e: &journal::Entry) -> NodeEvents {
+    let (now, now_ms) = (Instant::now(), journal::now_ms());
+    let at = |ms: u64| {
+        (ms > 0)
+            .then(|| now.checked_sub(Duration::from_millis(now_ms.saturating_sub(ms))))
+            .flatten()
+    };
+    NodeEvents {
+        fetched_at: at(e.fetched_ms),
+        codec_down: e.codec_down,
+        train_start: at(e.train_start_ms),
+        train_end: at(e.train_end_ms),
+        train_loss: e.train_loss.unwrap_or(f64::NAN),
+        submit_start: at(e.submit_start_ms),
+        codec_up: e.codec_up,
+        outcome: Some(if e.submitted {
+            None
+        } else {
+            Some(e.refusal.clone().unwrap_or_else(|| "refused".into()))
+        }),
+        done_at: at(e.done_ms),
+        bytes_at_done: Bytes {
+            up: e.socket_up.unwrap_or(0),
+            down: e.socket_down.unwrap_or(0),
+        },
+    }
 }
 
 fn stop(children: &mut [(usize, Child)]) {
@@ -233,6 +293,7 @@ async fn rounds(
     let a = &prep.cfg.args;
     let mut closed_rx = running.service.closed_rounds();
     let mut out = Vec::new();
+    let mut bytes_before = vec![Bytes::default(); a.nodes];
     let mut start = Instant::now();
     for r in 1..=a.rounds {
         obs.round_started(r);
@@ -257,16 +318,32 @@ async fn rounds(
             anyhow::ensure!(Instant::now() < deadline, "round {r} did not close in time");
             let _ = tokio::time::timeout(Duration::from_millis(200), closed_rx.changed()).await;
         };
-        let views: Vec<NodeView> = (0..a.nodes)
-            .map(|i| NodeView {
-                events: NodeEvents {
+        let mut views = Vec::with_capacity(a.nodes);
+        for (i, before) in bytes_before.iter().enumerate() {
+            let wait = if closed.report.nodes.contains(&node_id(i)) {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_millis(500)
+            };
+            let events = match journal_entry(prep, i, r, wait).await? {
+                Some(e) => events_of(&e),
+                // No line (yet): the node's round is still running; only the acceptance is known.
+                None => NodeEvents {
                     outcome: closed.report.nodes.contains(&node_id(i)).then_some(None),
                     ..NodeEvents::default()
                 },
-                before: Default::default(),
+            };
+            views.push(NodeView {
+                before: *before,
+                events,
                 attacker: false,
-            })
-            .collect();
+            });
+        }
+        for (b, v) in bytes_before.iter_mut().zip(&views) {
+            if v.events.done_at.is_some() {
+                *b = v.events.bytes_at_done;
+            }
+        }
         out.push(finish_round(prep, obs, r, start, &views, &closed).await?);
         start = closed.closed_at;
     }

@@ -135,7 +135,7 @@ impl SocketTotals {
     pub fn ends_agree(&self) -> bool {
         let unread = self.unread_up();
         self.coordinator_read <= self.node_up.iter().sum::<u64>()
-            && unread % TLS13_CLOSE_NOTIFY_BYTES == 0
+            && unread.is_multiple_of(TLS13_CLOSE_NOTIFY_BYTES)
             && unread / TLS13_CLOSE_NOTIFY_BYTES <= self.node_up.len() as u64
             && self.node_down.iter().sum::<u64>() <= self.coordinator_written
     }

@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod client;
 pub mod counting;
 pub mod grpc_client;
+pub mod journal;
 pub mod local_data;
 pub mod p2p_client;
 pub mod runtime;

@@ -25,8 +25,10 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tracing::Instrument;
 
+use super::any_client::SocketBytes;
 use super::backoff::Backoff;
 use super::client::{ClientError, CoordinatorClient};
+use super::journal::{self, Journal};
 use super::trainer::{LocalTrainer, RoundInfo, TrainError};
 
 /// Runtime settings.
@@ -98,6 +100,7 @@ pub struct Runtime<C, T> {
     feedback: ErrorFeedback,
     status: watch::Sender<Status>,
     global: watch::Sender<Option<Global>>,
+    journal: Option<(Journal, Option<SocketBytes>)>,
 }
 
 impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
@@ -109,7 +112,15 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             feedback: ErrorFeedback::new(),
             status: watch::channel(Status::default()).0,
             global: watch::channel(None).0,
+            journal: None,
         }
+    }
+
+    /// Appends a line to `journal` for every finished round, with the client's socket counters
+    /// when given (see [`super::journal`]).
+    pub fn with_journal(mut self, journal: Journal, socket: Option<SocketBytes>) -> Self {
+        self.journal = Some((journal, socket));
+        self
     }
 
     pub fn status(&self) -> watch::Receiver<Status> {
@@ -208,6 +219,10 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
     }
 
     async fn round(&mut self, ann: &Announcement, backoff: &mut Backoff) -> Result<(), SessionEnd> {
+        let mut entry = journal::Entry {
+            round: ann.round,
+            ..journal::Entry::default()
+        };
         let bytes = self.client.fetch_adapter(&ann.global_hash).await?;
         let actual = sha256_hex(&bytes);
         if actual != ann.global_hash {
@@ -231,6 +246,8 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             delta: global.clone(),
         }));
         self.status.send_modify(|s| s.global_round = ann.round);
+        entry.fetched_ms = journal::now_ms();
+        entry.codec_down = bytes.len() as u64;
 
         let info = RoundInfo {
             round: ann.round,
@@ -243,6 +260,7 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             ))));
         };
         let g = global.clone();
+        entry.train_start_ms = journal::now_ms();
         let joined = tokio::task::spawn_blocking(move || {
             let r = trainer.train_round(&info, &g);
             (trainer, r)
@@ -257,7 +275,9 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             }
         };
         self.trainer = Some(trainer);
+        entry.train_end_ms = journal::now_ms();
         let update = result.map_err(|e| SessionEnd::Fatal(e.into()))?;
+        entry.train_loss = update.train_loss;
         global
             .check_same_layout(&update.delta)
             .map_err(|e| SessionEnd::Fatal(NodeError::Layout(e)))?;
@@ -278,6 +298,8 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             samples = header.samples,
             "submitting"
         );
+        entry.codec_up = payload.len() as u64;
+        entry.submit_start_ms = journal::now_ms();
         loop {
             match self
                 .client
@@ -286,12 +308,12 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             {
                 Ok(ack) => {
                     tracing::info!(accepted = ack.accepted, "update accepted");
-                    self.finish(ann.round, true);
+                    self.finish(entry, true, None);
                     return Ok(());
                 }
                 Err(e) if e.reject_kind() == Some(RejectKind::Duplicate) => {
                     tracing::info!("coordinator already holds this round's update");
-                    self.finish(ann.round, true);
+                    self.finish(entry, true, None);
                     return Ok(());
                 }
                 Err(e) if Self::fatal_refusal(&e) => {
@@ -301,7 +323,7 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
                     tracing::warn!(error = %e, "update refused; skipping this round");
                     self.status
                         .send_modify(|s| s.last_error = Some(e.to_string()));
-                    self.finish(ann.round, false);
+                    self.finish(entry, false, Some(e.to_string()));
                     return Ok(());
                 }
                 Err(e) if e.is_transient() => {
@@ -314,9 +336,20 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
         }
     }
 
-    fn finish(&self, round: u64, submitted: bool) {
+    fn finish(&self, mut entry: journal::Entry, submitted: bool, refusal: Option<String>) {
+        if let Some((journal, socket)) = &self.journal {
+            entry.done_ms = journal::now_ms();
+            entry.submitted = submitted;
+            entry.refusal = refusal;
+            entry.socket_up = socket.as_ref().map(SocketBytes::sent);
+            entry.socket_down = socket.as_ref().map(SocketBytes::received);
+            // The journal is a report: failing to write it must not stop the node.
+            if let Err(e) = journal.append(&entry) {
+                tracing::warn!(path = %journal.path().display(), error = %e, "journal not written");
+            }
+        }
         self.status.send_modify(|s| {
-            s.last_round = round;
+            s.last_round = entry.round;
             if submitted {
                 s.submitted += 1;
             }

@@ -284,6 +284,7 @@ impl TaloraTrainer {
                 delta,
                 samples: stats.report.samples_seen as u64,
                 band_metrics,
+                train_loss: Some(stats.train_loss()),
             },
             stats,
         ))

@@ -28,6 +28,9 @@ pub struct LocalUpdate {
     pub samples: u64,
     /// Held-out loss improvement per band name (`coarse`, `domain`, `fine`); positive = better.
     pub band_metrics: BTreeMap<String, f64>,
+    /// Mean training loss of the round's last steps, if the trainer reports one (journal only;
+    /// never sent).
+    pub train_loss: Option<f64>,
 }
 
 /// Training failures, as the trainer reports them.
