@@ -6,8 +6,10 @@
 //! distances. After the graph changes, the index copies its links once into flat `u32` arrays
 //! (one CSR table per layer) and queries run the same search over them: greedy descent through
 //! the upper layers from the entry point, then a beam of width `ef` on layer 0 (Malkov &
-//! Yashunin, Algorithms 2 and 5), with a bitset of visited slots. Same graph, same algorithm, same
-//! results; only the bookkeeping is cheaper.
+//! Yashunin, Algorithms 2 and 5), with a bitset of visited slots, prefetching the keys of a node's
+//! unvisited neighbours before computing their distances (at 100K keys the keys come from memory,
+//! and the loads then overlap the arithmetic). Same graph, same algorithm, same results; only the
+//! bookkeeping is cheaper.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -66,6 +68,25 @@ impl Ord for Dist {
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.total_cmp(&other.0)
     }
+}
+
+/// Asks the CPU to start loading slot `s`'s key (four cache lines) into cache.
+#[inline]
+fn prefetch_key(keys: &[f32], s: u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let i = s as usize * KEY_DIM;
+        if let Some(key) = keys.get(i..i + KEY_DIM) {
+            for line in key.chunks(16) {
+                // SAFETY: a prefetch is only a hint; it never faults or reads into the program,
+                // and the address is inside `keys` anyway.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast::<i8>()) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (keys, s);
 }
 
 /// The flat graph over slots `0..n`.
@@ -161,15 +182,21 @@ impl Flat {
         let Some(layer0) = self.layers.first() else {
             return vec![(ep as usize, d_ep)];
         };
+        let mut fresh: Vec<u32> = Vec::with_capacity(64);
         while let Some(Reverse((Dist(dc), c))) = candidates.pop() {
             let worst = best.peek().map_or(f32::INFINITY, |b: &(Dist, u32)| b.0.0);
             if dc > worst {
                 break;
             }
-            for &nb in layer0.of(c) {
-                if visit(nb) {
-                    continue;
-                }
+            // Unvisited neighbours first, their keys prefetched, then the distances: the loads
+            // of the next keys overlap the arithmetic of the first (at 100K keys they come from
+            // memory, not cache).
+            fresh.clear();
+            fresh.extend(layer0.of(c).iter().copied().filter(|&nb| !visit(nb)));
+            for &nb in &fresh {
+                prefetch_key(keys, nb);
+            }
+            for &nb in &fresh {
                 let d = dist(nb);
                 let worst = best.peek().map_or(f32::INFINITY, |b| b.0.0);
                 if best.len() < ef || d < worst {
