@@ -1,10 +1,6 @@
 //! Bench helpers: deterministic synthetic workloads shared by the criterion benches and the report
 //! binaries, so every table in the README measures the same data.
 
-// The benches measure what the binaries run: the node and coordinator use mimalloc too.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod inference;
 pub mod retrieval;
 pub mod round;

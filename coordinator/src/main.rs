@@ -2,10 +2,9 @@
 
 use clap::Parser;
 
-// Simulations train ten nodes in-process: many large tensors per step, which glibc's malloc serves
-// with fresh mmaps (page faults, sys time); mimalloc reuses them (1.8x faster training steps).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator, unlike `node` (mimalloc): measured on the 2-core machine, glibc gave the
+// faster rounds here — the default `simulate` 91.5 s vs 108 s, and a 100-node round of
+// `round_report` 7–9 s vs 15–22 s in round 1.
 
 fn main() -> anyhow::Result<()> {
     let cli = ruvdllm_coordinator::cli::Cli::parse();

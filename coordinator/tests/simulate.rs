@@ -5,11 +5,6 @@
 
 #![cfg(feature = "sim")]
 
-// Training allocates and frees many large tensors per step; mimalloc reuses them where glibc's
-// malloc maps fresh pages each time.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::sync::Mutex;
 
 use clap::Parser;

@@ -13,11 +13,6 @@ pub use candle_core;
 #[cfg(feature = "model")]
 pub use candle_nn;
 
-// The unit tests train small models: the same allocator as the binaries (see node's main.rs).
-#[cfg(test)]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod adapter;
 pub mod aggregate;
 pub mod attack;

@@ -17,6 +17,10 @@
 //!
 //! `cargo run -p ruvdllm-benches --bin dgr_report -- --steps 60 --n 64 --eval-n 8 --reps 3`
 
+// Node-side work (retrieval, DGR, generation): the allocator of the `node` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;

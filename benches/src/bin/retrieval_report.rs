@@ -4,6 +4,10 @@
 //!
 //! `cargo run --release -p ruvdllm-benches --bin retrieval_report [-- --sizes 10000,100000]`
 
+// Node-side work (retrieval, DGR, generation): the allocator of the `node` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -243,13 +243,14 @@ impl Index {
 
     /// Approximate heap bytes of the index: keys, slot tables and graph links (hnsw_rs stores
     /// each key again, plus per-link an `Arc` and a distance, up to 2·M links on layer 0 and M
-    /// above).
+    /// above), and the flat copy queries walk (a `u32` per layer-0 link, an offset per slot).
     pub fn approx_bytes(&self) -> usize {
         let n = self.slots.len();
         let own = self.keys.len() * 4 + n * 16 + self.slot_of.len() * 24;
         let graph_keys = n * (KEY_DIM * 4 + 64);
         let links = n * 2 * self.cfg.max_connections * 16;
-        own + graph_keys + links
+        let flat = n * (2 * self.cfg.max_connections * 4 + 4);
+        own + graph_keys + links + flat
     }
 }
 
