@@ -182,7 +182,7 @@ impl Index {
     }
 
     /// Approximate `k` nearest live keys by HNSW (hnsw_rs's graph, searched over its flat copy,
-    /// see [`super::graph`]), nearest first.
+    /// see the private `graph` module), nearest first.
     pub fn nearest(&self, key: &[f32], k: usize) -> Vec<Hit> {
         let want = k.min(self.len());
         if want == 0 {
