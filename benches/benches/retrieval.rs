@@ -3,10 +3,9 @@
 //! 100K table, recall and memory are `retrieval_report`'s.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ruvdllm::bank::compose::compose_rows_into;
-use ruvdllm::bank::{Band, Pattern, Target};
+use ruvdllm::bank::{Band, Pattern};
 use ruvdllm_benches::inference::{load_checkpoint, model_path};
-use ruvdllm_benches::retrieval::{build_bank, layout_of, model_keys, patterns, texts};
+use ruvdllm_benches::retrieval::{StackedRows, build_bank, layout_of, model_keys, patterns, texts};
 
 fn bench(c: &mut Criterion) {
     let model = match load_checkpoint(&model_path(None)) {
@@ -42,35 +41,14 @@ fn bench(c: &mut Criterion) {
     let small = layout_of(&ruvdllm::model::Config::small());
     let ps: Vec<Pattern> = patterns(&keys[..30], &small, Band::Domain).expect("patterns");
     // DGR's composition: each position's Σ w_i B_i A_i written into stacked rows, every linear.
-    let linears: Vec<(usize, Target, usize, usize)> = (0..small.layers.len())
-        .flat_map(|l| {
-            Target::ALL.map(|t| {
-                let (out, inp) = small.layers[l][t.index()];
-                (l, t, inp, out)
-            })
-        })
-        .collect();
-    let rows = 3 * ruvdllm::bank::PATTERN_RANK;
-    let mut stacks: Vec<(Vec<f32>, Vec<f32>)> = linears
-        .iter()
-        .map(|&(_, _, inp, out)| (vec![0.0; 10 * rows * inp], vec![0.0; 10 * rows * out]))
-        .collect();
+    let mut stacked = StackedRows::new(&small, 10, 3);
     c.bench_function("compose_top3_x10_small", |b| {
         b.iter(|| {
             for pos in 0..10 {
                 let parts: Vec<(&Pattern, f32)> = (0..3)
                     .map(|j| (&ps[pos * 3 + j], 0.5 - 0.1 * j as f32))
                     .collect();
-                for (&(l, t, inp, out), (a, bt)) in linears.iter().zip(stacks.iter_mut()) {
-                    compose_rows_into(
-                        &parts,
-                        l,
-                        t,
-                        &mut a[pos * rows * inp..(pos + 1) * rows * inp],
-                        &mut bt[pos * rows * out..(pos + 1) * rows * out],
-                    )
-                    .expect("same layout");
-                }
+                stacked.compose(pos, &parts).expect("same layout");
             }
         })
     });

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use ruvdllm::bank::hidden::{hidden_states, pack_canvases};
 use ruvdllm::bank::{
     Adapter, Band, Bank, Config as BankConfig, KeyProjection, LayerFactors, Layout, LowRank,
-    Matrix, Pattern,
+    Matrix, Pattern, Target,
 };
 use ruvdllm::data::{DEFAULT_SEED, Domain, Generator};
 use ruvdllm::model::Model;
@@ -165,4 +165,80 @@ pub fn rss_kib() -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// DGR's composition workload: every position's `Σ w_i B_i A_i` written into the stacked rows the
+/// model's position hook takes (`A [k·2, in]`, `w·Bᵀ [k·2, out]`), for every layer and q|v of
+/// `layout`, `positions` positions of `top_k` patterns each.
+pub struct StackedRows {
+    /// `(layer, target, in, out)` of every linear.
+    linears: Vec<(usize, Target, usize, usize)>,
+    /// Per linear: the A rows and the Bᵀ rows of every position.
+    stacks: Vec<(Vec<f32>, Vec<f32>)>,
+    rows: usize,
+}
+
+impl StackedRows {
+    pub fn new(layout: &Layout, positions: usize, top_k: usize) -> Self {
+        let linears: Vec<(usize, Target, usize, usize)> = (0..layout.layers.len())
+            .flat_map(|l| {
+                Target::ALL.map(|t| {
+                    let (out, inp) = layout.layers[l][t.index()];
+                    (l, t, inp, out)
+                })
+            })
+            .collect();
+        let rows = top_k * ruvdllm::bank::PATTERN_RANK;
+        let stacks = linears
+            .iter()
+            .map(|&(_, _, inp, out)| {
+                (
+                    vec![0.0; positions * rows * inp],
+                    vec![0.0; positions * rows * out],
+                )
+            })
+            .collect();
+        Self {
+            linears,
+            stacks,
+            rows,
+        }
+    }
+
+    /// Writes position `pos`'s composition of `parts` (exactly `top_k` patterns) into every linear.
+    pub fn compose(&mut self, pos: usize, parts: &[(&Pattern, f32)]) -> anyhow::Result<()> {
+        let rows = self.rows;
+        for (&(l, t, inp, out), (a, bt)) in self.linears.iter().zip(self.stacks.iter_mut()) {
+            ruvdllm::bank::compose::compose_rows_into(
+                parts,
+                l,
+                t,
+                &mut a[pos * rows * inp..(pos + 1) * rows * inp],
+                &mut bt[pos * rows * out..(pos + 1) * rows * out],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `B·(A·x)` at position `pos` for every linear (what the hook adds there); returns one
+    /// output vector per linear.
+    pub fn apply(&self, pos: usize, x: &[f32]) -> Vec<Vec<f32>> {
+        let rows = self.rows;
+        self.linears
+            .iter()
+            .zip(&self.stacks)
+            .map(|(&(_, _, inp, out), (a, bt))| {
+                let a = &a[pos * rows * inp..(pos + 1) * rows * inp];
+                let bt = &bt[pos * rows * out..(pos + 1) * rows * out];
+                let mut y = vec![0.0f32; out];
+                for (ar, br) in a.chunks_exact(inp).zip(bt.chunks_exact(out)) {
+                    let h = ruvdllm::bank::index::dot(ar, x);
+                    for (yo, b) in y.iter_mut().zip(br) {
+                        *yo += h * b;
+                    }
+                }
+                y
+            })
+            .collect()
+    }
 }

@@ -14,13 +14,12 @@ use std::time::Instant;
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
-use ruvdllm::bank::compose::compose_rows_into;
 use ruvdllm::bank::dgr::{self, Dgr, RowObservation};
-use ruvdllm::bank::{Band, KeyProjection, Method, Pattern, Target};
+use ruvdllm::bank::{Band, KeyProjection, Method, Pattern};
 use ruvdllm::candle_core::{DType, Device, Tensor};
 use ruvdllm_benches::inference::{load_checkpoint, model_path, percentile};
 use ruvdllm_benches::retrieval::{
-    KEY_SEED, build_bank, layout_of, model_keys, patterns, recall_at, rss_kib, texts,
+    KEY_SEED, StackedRows, build_bank, layout_of, model_keys, patterns, recall_at, rss_kib, texts,
 };
 
 #[derive(Parser)]
@@ -169,19 +168,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     // What DGR does per step: write each position's Σ w_i B_i A_i into the stacked rows the
     // model's position hook takes (A rows [6, in], w·Bᵀ rows [6, out], per layer and q|v) …
-    let linears: Vec<(usize, Target, usize, usize)> = (0..small.n_layers)
-        .flat_map(|l| {
-            Target::ALL.map(|t| {
-                let (out, inp) = small_layout.layers[l][t.index()];
-                (l, t, inp, out)
-            })
-        })
-        .collect();
-    let rows = 3 * ruvdllm::bank::PATTERN_RANK;
-    let mut stacks: Vec<(Vec<f32>, Vec<f32>)> = linears
-        .iter()
-        .map(|&(_, _, inp, out)| (vec![0.0; 10 * rows * inp], vec![0.0; 10 * rows * out]))
-        .collect();
+    let mut stacked = StackedRows::new(&small_layout, 10, 3);
     let mut compose_t = Vec::new();
     let mut apply_t = Vec::new();
     for _ in 0..200 {
@@ -192,33 +179,13 @@ fn main() -> anyhow::Result<()> {
                     .expect("finite scores");
                 let parts: Vec<(&Pattern, f32)> =
                     (0..3).map(|j| (&ps[pos * 3 + j], w[j])).collect();
-                for (&(l, t, inp, out), (a, bt)) in linears.iter().zip(stacks.iter_mut()) {
-                    compose_rows_into(
-                        &parts,
-                        l,
-                        t,
-                        &mut a[pos * rows * inp..(pos + 1) * rows * inp],
-                        &mut bt[pos * rows * out..(pos + 1) * rows * out],
-                    )
-                    .expect("same layout");
-                }
+                stacked.compose(pos, &parts).expect("same layout");
             }
         }));
         // … and apply them: B·(A·x) at each position, every layer, q and v.
         apply_t.push(us(|| {
             for (pos, x) in xs.iter().enumerate() {
-                for (&(_, _, inp, out), (a, bt)) in linears.iter().zip(&stacks) {
-                    let a = &a[pos * rows * inp..(pos + 1) * rows * inp];
-                    let bt = &bt[pos * rows * out..(pos + 1) * rows * out];
-                    let mut y = vec![0.0f32; out];
-                    for (ar, br) in a.chunks_exact(inp).zip(bt.chunks_exact(out)) {
-                        let h = ruvdllm::bank::index::dot(ar, x);
-                        for (yo, b) in y.iter_mut().zip(br) {
-                            *yo += h * b;
-                        }
-                    }
-                    std::hint::black_box(y);
-                }
+                std::hint::black_box(stacked.apply(pos, x));
             }
         }));
     }
