@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use ruvdllm::aggregate::daf::{self, Band, DafConfig, DafInput, GroupConfig, Meta};
-use ruvdllm::aggregate::{self, Input, NormBound, Outcome, Prefilter, Rule, RuleConfig};
+use ruvdllm::aggregate::{
+    self, CosineReference, Input, NormBound, Outcome, Prefilter, Rule, RuleConfig,
+};
 use ruvdllm::delta::Delta;
 use ruvdllm::delta_io;
 
@@ -43,6 +45,10 @@ pub struct AggregateArgs {
     /// Reject inputs whose cosine to the previous global (`--previous`) is below this.
     #[arg(long, requires = "previous")]
     pub cosine_threshold: Option<f64>,
+    /// Reject inputs whose cosine to the coordinate-wise median of the inputs (within the norm
+    /// bound) is below this — a reference that needs no previous global.
+    #[arg(long, conflicts_with = "cosine_threshold", allow_hyphen_values = true)]
+    pub median_cosine: Option<f64>,
     /// The previous global adapter (safetensors): the reference of the cosine pre-filter, here and
     /// in the domain band of --bands (the coordinator passes its pre-round global).
     #[arg(long)]
@@ -125,7 +131,12 @@ fn rule_config(args: &AggregateArgs) -> RuleConfig {
 fn prefilter(args: &AggregateArgs) -> Prefilter {
     Prefilter {
         norm_bound: args.norm_bound.map(NormBound::Absolute),
-        cosine_threshold: args.cosine_threshold,
+        cosine_threshold: args.cosine_threshold.or(args.median_cosine),
+        cosine_reference: if args.median_cosine.is_some() {
+            CosineReference::Median
+        } else {
+            CosineReference::Previous
+        },
         ..Prefilter::default()
     }
 }

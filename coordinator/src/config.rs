@@ -152,8 +152,11 @@ pub struct BandSection {
     pub m: Option<usize>,
     /// Reject updates with a norm above this multiple of the median norm.
     pub norm_bound_median_multiple: Option<f64>,
-    /// Reject updates with a cosine to the previous global below this.
+    /// Reject updates with a cosine to the reference below this.
     pub cosine_threshold: Option<f64>,
+    /// The cosine filter's reference: `previous` (the last global, default) or `median` (the
+    /// coordinate-wise median of the round's updates within the norm bound).
+    pub cosine_reference: Option<String>,
 }
 
 /// `[aggregation]`: DAF per band.
@@ -456,6 +459,11 @@ fn band(
             return Err(invalid(&field("cosine_threshold"), "must be in [-1, 1]"));
         }
         g.prefilter.cosine_threshold = Some(c);
+    }
+    if let Some(r) = &s.cosine_reference {
+        g.prefilter.cosine_reference = r
+            .parse()
+            .map_err(|e: String| invalid(&field("cosine_reference"), e))?;
     }
     Ok(g)
 }

@@ -42,6 +42,7 @@ fn args(inputs: Vec<PathBuf>, out: PathBuf, rule: Rule, f: usize) -> AggregateAr
         bands: false,
         norm_bound: None,
         cosine_threshold: None,
+        median_cosine: None,
         previous: None,
         fallback: None,
         inputs,
@@ -224,4 +225,19 @@ fn cosine_prefilter_against_the_previous_global() {
     a.previous = Some(odd);
     let e = run_to(&a, &mut Vec::new()).unwrap_err();
     assert!(format!("{e:#}").contains("odd.safetensors"), "{e:#}");
+    // The median reference needs no previous global: the median of (1, 2, −3) is 1, so the
+    // input against it is refused the same way.
+    let mut m = args(
+        a.inputs.clone(),
+        dir.path().join("median.safetensors"),
+        Rule::FedAvg,
+        0,
+    );
+    m.median_cosine = Some(0.0);
+    let mut report = Vec::new();
+    run_to(&m, &mut report).unwrap();
+    let text = String::from_utf8(report).unwrap();
+    assert_eq!(text.matches("rejected").count(), 1, "{text}");
+    let (agg, _) = delta_io::load(&m.out).unwrap();
+    assert!(agg.tensors.iter().all(|t| t.data.iter().all(|&x| x == 1.5)));
 }

@@ -69,6 +69,10 @@ pub struct PretrainArgs {
     /// the masked tokens; lower variance, not a likelihood bound).
     #[arg(long, default_value = "elbo")]
     pub weighting: ruvdllm::train::Weighting,
+    /// Fraction of each batch's rows that are SFT-style (prompt never masked, loss on the answer
+    /// and its EOS padding only), spread evenly through the batch; the rest are pretraining-style.
+    #[arg(long, default_value_t = 0.5)]
+    pub sft_share: f64,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
@@ -80,6 +84,9 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     };
     if args.batch_size == 0 || args.seq_len < 8 || args.steps == 0 || args.pack == 0 {
         anyhow::bail!("--steps, --batch-size and --pack must be positive and --seq-len at least 8");
+    }
+    if !(0.0..=1.0).contains(&args.sft_share) {
+        anyhow::bail!("--sft-share must be in [0, 1], got {}", args.sft_share);
     }
     let tok = ByteTokenizer;
     let to_example = |s: &data::Sample| Example {
@@ -98,8 +105,8 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     let mut stream = generator.pretrain_stream();
     let bs = args.batch_size;
     let per_step = {
-        let pretrain_rows = bs.div_ceil(2);
-        pretrain_rows * args.pack + (bs - pretrain_rows)
+        let sft_rows = ruvdllm::train::sft_rows(bs, args.sft_share);
+        (bs - sft_rows) * args.pack + sft_rows
     };
     let mut corpus_pos = 0usize;
     let next_batch = |_step: usize| -> Vec<Example> {
@@ -140,6 +147,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
             stratified_t: args.stratified_t,
             weighting: args.weighting,
         },
+        sft_share: args.sft_share,
     };
     debug_assert_eq!(opts.examples_per_step(), per_step);
     eprintln!(
@@ -168,11 +176,14 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
             r.lr, r.grad_norm
         ));
         if (r.step + 1) % 100 == 0 {
-            bar.println(format!(
-                "step {:>6}  loss(ema) {e:.4}  lr {:.2e}",
-                r.step + 1,
-                r.lr
-            ));
+            let line = format!("step {:>6}  loss(ema) {e:.4}  lr {:.2e}", r.step + 1, r.lr);
+            // A hidden bar (stderr not a terminal: a log file, nohup) prints nothing, so the
+            // periodic line goes to stderr directly there.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
     })?;
     bar.finish();

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ruvdllm::aggregate::{Rule, RuleConfig};
 use ruvdllm_coordinator::sim::{Observer, Report, SimArgs, run};
 
 const RULES: [&str; 7] = [
@@ -74,6 +75,9 @@ enum Which {
         attacks: Vec<String>,
         #[arg(long, default_value_t = 3)]
         byzantine: usize,
+        /// Nodes of the clean and attacked runs.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
     },
     /// Codec modes: bytes per node per round and the improvement kept.
     Bandwidth {
@@ -239,46 +243,101 @@ fn byzantine(
     rules: &[String],
     attacks: &[String],
     f: usize,
+    nodes: usize,
 ) -> anyhow::Result<()> {
     writeln!(
         md,
-        "\n## Byzantine tolerance (f = {f} attacking every round, {} rounds)\n",
+        "\n## Byzantine tolerance (f = {f} of {nodes} attacking every round, {} rounds)\n",
         run.rounds
     )?;
     writeln!(
         md,
-        "Each cell: the held-out improvement kept, as a fraction of the same rule's clean run (same rule and assumed f, no attacker); in brackets the final held-out loss. The domain band keeps DAF's pre-filter (norm ≤ 3× median, cosine ≥ 0) under every rule.\n"
+        "Each cell: the held-out improvement kept, as a fraction of two references — the same rule's clean run (same rule and assumed f, all {nodes} nodes honest) / the same rule's honest-only run (the {} honest nodes alone, with the data they hold in the attacked run: `--nodes {} --layout-nodes {nodes}`, the assumed f lowered where the rule could not aggregate those nodes less one pre-filtered update, shown in brackets) — and in brackets the final held-out loss. The domain band keeps DAF's pre-filter (norm ≤ 3× median, cosine ≥ 0) under every rule.\n",
+        nodes - f,
+        nodes - f
     )?;
-    let mut header = String::from("| rule | clean improvement |");
-    let mut sep = String::from("|---|---|");
+    let mut header = String::from("| rule | clean improvement | honest-only improvement |");
+    let mut sep = String::from("|---|---|---|");
     for a in attacks {
         write!(header, " {a} |")?;
         sep.push_str("---|");
     }
     writeln!(md, "{header}\n{sep}")?;
     let fs = f.to_string();
+    let ns = nodes.to_string();
+    let honest_n = (nodes - f).to_string();
     let mut walls = Vec::new();
     for rule in rules {
         // The clean run is the same rule with the same assumed f (trimmed mean trims f per side,
         // Krum scores over n − f − 2 neighbours), only without attackers.
         let clean = run.cell(
             &format!("byz-{rule}-clean-f{f}"),
-            &["--rule", rule, "--assume-f", &fs],
+            &["--rule", rule, "--assume-f", &fs, "--nodes", &ns],
         )?;
         let base_imp = improvement(&clean.report);
         walls.push(clean.wall_s);
-        let mut row = format!("| {rule} | {base_imp:.4} |");
+        // What the honest nodes reach without the attackers: the knowledge of the attackers'
+        // shards is lost to every rule, so this is the most an attacked run can keep. The
+        // assumed f is the largest (≤ f) the rule accepts with one of the n − f updates
+        // pre-filtered away (the domain band's DAF filter), so the reference never stalls.
+        let f_ref = reference_f(rule, nodes - f - 1, f)?;
+        let f_ref_s = f_ref.to_string();
+        let honest = run.cell(
+            &format!("byz-{rule}-honest-only-f{f_ref}"),
+            &[
+                "--rule",
+                rule,
+                "--assume-f",
+                &f_ref_s,
+                "--nodes",
+                &honest_n,
+                "--layout-nodes",
+                &ns,
+            ],
+        );
+        let honest_imp = match &honest {
+            Ok(c) => {
+                walls.push(c.wall_s);
+                Some(improvement(&c.report))
+            }
+            Err(e) => {
+                eprintln!("byz-{rule}-honest-only-f{f_ref}: {e:#}");
+                None
+            }
+        };
+        let mut row = format!(
+            "| {rule} | {base_imp:.4} | {} |",
+            honest_imp.map_or("n/a".to_string(), |h| if f_ref == f {
+                format!("{h:.4}")
+            } else {
+                format!("{h:.4} (f = {f_ref})")
+            })
+        );
         for attack in attacks {
             let c = run.cell(
                 &format!("byz-{rule}-{}", attack.replace(':', "_")),
-                &["--rule", rule, "--byzantine", &fs, "--attack", attack],
+                &[
+                    "--rule",
+                    rule,
+                    "--byzantine",
+                    &fs,
+                    "--attack",
+                    attack,
+                    "--nodes",
+                    &ns,
+                ],
             )?;
             walls.push(c.wall_s);
-            let kept = improvement(&c.report) / base_imp;
+            let imp = improvement(&c.report);
+            let kept = imp / base_imp;
             if kept.is_finite() {
+                let vs_honest = honest_imp
+                    .map(|h| imp / h)
+                    .filter(|k| k.is_finite())
+                    .map_or("n/a".to_string(), |k| format!("{:.0} %", 100.0 * k));
                 write!(
                     row,
-                    " {:.0} % ({:.4}) |",
+                    " {:.0} % / {vs_honest} ({:.4}) |",
                     100.0 * kept,
                     last_loss(&c.report)
                 )?;
@@ -297,6 +356,15 @@ fn byzantine(
         total / 60.0
     )?;
     Ok(())
+}
+
+/// The largest assumed f ≤ `f` with which `rule` (default parameters) aggregates `n` updates.
+fn reference_f(rule: &str, n: usize, f: usize) -> anyhow::Result<usize> {
+    let r: Rule = rule.parse()?;
+    (0..=f)
+        .rev()
+        .find(|&g| RuleConfig::new(r).with_f(g).min_inputs() <= n)
+        .with_context(|| format!("{rule} cannot aggregate {n} updates with any f"))
 }
 
 fn bandwidth(run: &Runner, md: &mut String, codecs: &[String]) -> anyhow::Result<()> {
@@ -382,7 +450,8 @@ fn main() -> anyhow::Result<()> {
             rules,
             attacks,
             byzantine: f,
-        } => byzantine(&runner, &mut md, rules, attacks, *f)?,
+            nodes,
+        } => byzantine(&runner, &mut md, rules, attacks, *f, *nodes)?,
         Which::Bandwidth { codecs } => bandwidth(&runner, &mut md, codecs)?,
         Which::All => {
             convergence(&runner, &mut md)?;
@@ -393,6 +462,7 @@ fn main() -> anyhow::Result<()> {
                 &RULES.map(String::from),
                 &ATTACKS.map(String::from),
                 3,
+                10,
             )?;
             write_md(&args.out, &md)?;
             bandwidth(&runner, &mut md, &CODECS.map(String::from))?;

@@ -196,18 +196,21 @@ pub fn builtin_source(i: usize, n: usize) -> DataSource {
     }
 }
 
-/// Every node's data. `max_len` bounds corpus chunks (bytes).
+/// Every node's data. `max_len` bounds corpus chunks (bytes). Built-in data is laid out as
+/// for `layout` nodes (≥ `n`; the first `n` of them take part).
 pub fn node_data(
     n: usize,
+    layout: usize,
     samples: usize,
     validation: usize,
     corpus: &[PathBuf],
     max_len: usize,
 ) -> anyhow::Result<Vec<LocalData>> {
     if corpus.is_empty() {
+        let layout = layout.max(n);
         return (0..n)
             .map(|i| {
-                local_data::load(&builtin_source(i, n), samples, validation, max_len)
+                local_data::load(&builtin_source(i, layout), samples, validation, max_len)
                     .with_context(|| format!("data of {}", node_id(i)))
             })
             .collect();
@@ -283,8 +286,18 @@ mod tests {
                 shards: 1
             }
         );
-        let data = node_data(10, 8, 2, &[], 38).unwrap();
+        let data = node_data(10, 10, 8, 2, &[], 38).unwrap();
         assert!(data[0].train.iter().all(|s| !data[5].train.contains(s)));
+        // The first 7 nodes of a 10-node layout hold exactly what they hold in the 10-node run.
+        let seven = node_data(7, 10, 8, 2, &[], 38).unwrap();
+        assert_eq!(seven.len(), 7);
+        for (a, b) in seven.iter().zip(&data) {
+            assert_eq!(a.train, b.train);
+            assert_eq!(a.validation, b.validation);
+        }
+        // A 7-node layout gives domains 2..5 one node each, with all of that domain's shard.
+        let own = node_data(7, 7, 8, 2, &[], 38).unwrap();
+        assert_ne!(own[4].train, data[4].train);
     }
 
     #[test]
@@ -293,12 +306,12 @@ mod tests {
         let p = dir.path().join("c.txt");
         let text: String = (0..40).map(|i| format!("sentence {i}\n")).collect();
         std::fs::write(&p, text).unwrap();
-        let data = node_data(3, 100, 2, std::slice::from_ref(&p), 12).unwrap();
+        let data = node_data(3, 3, 100, 2, std::slice::from_ref(&p), 12).unwrap();
         assert_eq!(data.len(), 3);
         assert!(
             data.iter()
                 .all(|d| !d.train.is_empty() && !d.validation.is_empty())
         );
-        assert!(node_data(30, 100, 2, &[p], 12).is_err());
+        assert!(node_data(30, 30, 100, 2, &[p], 12).is_err());
     }
 }

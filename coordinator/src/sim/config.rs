@@ -52,6 +52,11 @@ pub struct SimArgs {
     /// Norm-bound pre-filter on every band: reject updates above this multiple of the median norm.
     #[arg(long)]
     pub norm_bound: Option<f64>,
+    /// Cosine pre-filter on every band against the coordinate-wise median of the round's updates
+    /// (within the norm bound): reject updates whose cosine to it is below this. Replaces the
+    /// domain band's default filter against the previous global.
+    #[arg(long, allow_hyphen_values = true)]
+    pub median_cosine: Option<f64>,
     /// Byzantine nodes (the last K node ids), colluding every round.
     #[arg(long, default_value_t = 0)]
     pub byzantine: usize,
@@ -62,6 +67,12 @@ pub struct SimArgs {
     /// Byzantine nodes the robust rules assume (default: --byzantine).
     #[arg(long)]
     pub assume_f: Option<usize>,
+    /// Give the nodes the built-in data of an N-node run (default: --nodes): node i gets the
+    /// shard it would have among N nodes. `--nodes 7 --layout-nodes 10` is the 10-node run
+    /// without its last three nodes — what the honest nodes of a run with 3 Byzantine nodes can
+    /// achieve on their own.
+    #[arg(long)]
+    pub layout_nodes: Option<usize>,
     /// Codec of node updates: f32, f16, bf16, int8, int8-row, int4, optionally `+topk:<f>`.
     #[arg(long, default_value = "int8")]
     pub codec: String,
@@ -176,6 +187,7 @@ impl SimConfig {
             "attack": self.attack.map(|x| x.name()),
             "attack_spec": a.attack,
             "assume_f": a.assume_f.unwrap_or(a.byzantine),
+            "layout_nodes": a.layout_nodes.unwrap_or(a.nodes),
             "codec": self.mode.to_string(),
             "dp_clip": a.dp_clip,
             "dp_noise": a.dp_noise,
@@ -201,9 +213,15 @@ impl SimConfig {
     pub fn summary(&self) -> String {
         let a = &self.args;
         format!(
-            "{} nodes ({} Byzantine{}), {} rounds × {} local steps (batch {} × {} tokens, lr {}), \
+            "{} nodes{} ({} Byzantine{}), {} rounds × {} local steps (batch {} × {} tokens, lr {}), \
              codec {}, rule {}, {} transport{}, seed {}, held-out {} per domain",
             a.nodes,
+            a.layout_nodes
+                .filter(|&l| l != a.nodes)
+                .map_or(String::new(), |l| format!(
+                    " with the data of the first {} of {l}",
+                    a.nodes
+                )),
             a.byzantine,
             self.attack.map_or(String::new(), |x| format!(
                 ": {}",
@@ -288,6 +306,20 @@ impl SimArgs {
                 )
             }
         };
+        if let Some(l) = self.layout_nodes {
+            if l < self.nodes || l > 1000 {
+                return Err(invalid(
+                    "layout-nodes",
+                    format!("must be in {}..=1000 (at least --nodes)", self.nodes),
+                ));
+            }
+            if !self.corpus.is_empty() {
+                return Err(invalid(
+                    "layout-nodes",
+                    "lays out the built-in data only; --corpus files are split across --nodes",
+                ));
+            }
+        }
         if self.processes && self.byzantine > 0 {
             return Err(invalid(
                 "processes",
@@ -322,8 +354,30 @@ impl SimArgs {
         {
             return Err(invalid("norm-bound", "must be finite and positive"));
         }
+        if let Some(c) = self.median_cosine
+            && !(-1.0..=1.0).contains(&c)
+        {
+            return Err(invalid("median-cosine", "must be in [-1, 1]"));
+        }
         let f = self.assume_f.unwrap_or(self.byzantine);
         let daf = crate::config::daf_config(&self.aggregation(f))?;
+        for (band, g) in [
+            ("coarse", &daf.coarse),
+            ("domain", &daf.domain),
+            ("fine", &daf.fine),
+        ] {
+            let need = g.rule.min_inputs();
+            if need > self.nodes {
+                return Err(invalid(
+                    "assume-f",
+                    format!(
+                        "the {band} band's rule {} with f = {} needs at least {need} updates a \
+                         round, and {} nodes send {}",
+                        g.rule.rule, g.rule.params.f, self.nodes, self.nodes
+                    ),
+                ));
+            }
+        }
         let attackers = (self.nodes - self.byzantine..self.nodes).collect();
         Ok(SimConfig {
             mode,
@@ -343,6 +397,8 @@ impl SimArgs {
                 weights: (domain && rule.is_some()).then(|| "samples".to_string()),
                 rule,
                 norm_bound_median_multiple: self.norm_bound,
+                cosine_threshold: self.median_cosine,
+                cosine_reference: self.median_cosine.map(|_| "median".to_string()),
                 ..BandSection::default()
             }
         };
@@ -382,6 +438,16 @@ mod tests {
         let c = parse(&["--byzantine", "3", "--attack", "scaling:50"]).unwrap();
         assert_eq!(c.attackers, vec![7, 8, 9]);
         assert_eq!(c.daf.coarse.rule.params.f, 3);
+        let c = parse(&["--nodes", "7", "--layout-nodes", "10", "--assume-f", "3"]).unwrap();
+        assert_eq!(c.to_json()["layout_nodes"], 10);
+        let c = parse(&["--median-cosine", "-0.1", "--norm-bound", "3"]).unwrap();
+        for g in [&c.daf.coarse, &c.daf.domain, &c.daf.fine] {
+            assert_eq!(g.prefilter.cosine_threshold, Some(-0.1));
+            assert_eq!(
+                g.prefilter.cosine_reference,
+                ruvdllm::aggregate::CosineReference::Median
+            );
+        }
         let c = parse(&["--rule", "median", "--rule-fine", "krum"]).unwrap();
         assert_eq!(c.daf.domain.rule.rule, ruvdllm::aggregate::Rule::Median);
         assert_eq!(c.daf.fine.rule.rule, ruvdllm::aggregate::Rule::Krum);
@@ -399,6 +465,10 @@ mod tests {
             &["--dp-noise", "1"],
             &["--gen-length", "12"],
             &["--processes", "--byzantine", "1", "--attack", "ipm"],
+            &["--nodes", "7", "--layout-nodes", "6"],
+            &["--nodes", "7", "--rule", "krum", "--assume-f", "3"],
+            &["--median-cosine", "1.5"],
+            &["--layout-nodes", "12", "--corpus", "a.txt"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

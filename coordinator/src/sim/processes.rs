@@ -115,7 +115,7 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
             split,
             shard,
             shards,
-        } = cluster::builtin_source(i, a.nodes)
+        } = cluster::builtin_source(i, a.layout_nodes.unwrap_or(a.nodes))
         {
             data.domain = domain.name().into();
             data.split = split.name().into();

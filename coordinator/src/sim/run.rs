@@ -274,7 +274,14 @@ fn prepare(cfg: SimConfig) -> anyhow::Result<Prepared> {
     let spec = Spec::default();
     let initial = cluster::initial_adapter(&spec, a.seed, Shape::from(model.config()))?;
     let max_len = a.seq_len.saturating_sub(2);
-    let mut data = cluster::node_data(a.nodes, a.samples, a.validation, &a.corpus, max_len)?;
+    let mut data = cluster::node_data(
+        a.nodes,
+        a.layout_nodes.unwrap_or(a.nodes),
+        a.samples,
+        a.validation,
+        &a.corpus,
+        max_len,
+    )?;
     if cfg.attack == Some(Attack::LabelFlip) {
         for &i in &cfg.attackers {
             for s in &mut data[i].train {

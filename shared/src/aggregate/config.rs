@@ -148,6 +148,28 @@ impl RuleConfig {
         self.fallback = Some(fallback);
         self
     }
+
+    /// The fewest inputs (after the pre-filters) this configuration aggregates: the rule's
+    /// condition on n and f (median, geometric median, centered clipping n ≥ 2f+1; trimmed mean
+    /// n > 2k; Krum, Multi-Krum n ≥ 2f+3 and Multi-Krum's m ≤ n − f; Bulyan n ≥ 4f+3; FedAvg 1),
+    /// or the fallback's when that is lower.
+    pub fn min_inputs(&self) -> usize {
+        let own = min_inputs(self.rule, &self.params);
+        self.fallback
+            .map_or(own, |fb| own.min(min_inputs(fb, &self.params)))
+    }
+}
+
+fn min_inputs(rule: Rule, p: &Params) -> usize {
+    let f = p.f;
+    match rule {
+        Rule::FedAvg => 1,
+        Rule::Median | Rule::GeoMedian | Rule::CenteredClip => 2 * f + 1,
+        Rule::TrimmedMean => 2 * p.trim.unwrap_or(f) + 1,
+        Rule::Krum => 2 * f + 3,
+        Rule::MultiKrum => (2 * f + 3).max(p.m.map_or(0, |m| m + f)),
+        Rule::Bulyan => 4 * f + 3,
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ mod report;
 
 pub use config::{Params, Rule, RuleConfig, WeightCap};
 pub use error::{AggregateError, ParseNameError};
-pub use prefilter::{NormBound, Prefilter};
+pub use prefilter::{CosineReference, NormBound, Prefilter};
 pub use report::{FallbackUsed, InputReport, Outcome, RejectReason, Status};
 
 use report::RuleOutput;

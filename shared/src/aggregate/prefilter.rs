@@ -4,8 +4,11 @@
 //!    every mean);
 //! 2. norm bound — reject ‖x‖ > bound, the bound either absolute or a multiple of the median
 //!    norm of the finite inputs (cheap, stops scaling attacks before distance-based rules see them);
-//! 3. cosine to the previous global — reject cos < threshold (skipped when there is no previous
-//!    global or it is the zero vector, as in round 1);
+//! 3. cosine to a reference — reject cos < threshold. The reference is the previous global
+//!    (skipped when there is none or it is the zero vector, as in round 1), or, with
+//!    [`CosineReference::Median`], the coordinate-wise median of this round's inputs that passed
+//!    1–2: a direction at most f < n/2 attackers cannot turn around, available from round 1, so
+//!    a sign-flipped or inner-product-manipulated update is refused before the rule averages it;
 //! 4. optional bucketing (Karimireddy et al. 2022): the survivors are shuffled with a seeded RNG
 //!    and averaged in buckets of s, and the rule runs on the bucket means. This reduces the
 //!    variance the rule sees under heterogeneous data at the price of more Byzantine buckets.
@@ -29,13 +32,38 @@ pub enum NormBound {
     MedianMultiple(f64),
 }
 
+/// What the cosine pre-filter compares each input with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CosineReference {
+    /// The previous global delta (the filter is skipped while it is absent or zero).
+    #[default]
+    Previous,
+    /// The coordinate-wise median of the round's finite, norm-bounded inputs.
+    Median,
+}
+
+impl std::str::FromStr for CosineReference {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "previous" => Ok(Self::Previous),
+            "median" => Ok(Self::Median),
+            other => Err(format!("`{other}` (expected previous or median)")),
+        }
+    }
+}
+
 /// Pre-filter settings; `Default` is non-finite rejection only.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Prefilter {
     /// Reject inputs with ‖x‖ above this bound.
     pub norm_bound: Option<NormBound>,
-    /// Reject inputs whose cosine to the previous global is below this threshold.
+    /// Reject inputs whose cosine to [`Prefilter::cosine_reference`] is below this threshold.
     pub cosine_threshold: Option<f64>,
+    /// What the cosine is measured against (default: the previous global).
+    pub cosine_reference: CosineReference,
     /// Average the survivors in random buckets of this size before the rule.
     pub bucket_size: Option<usize>,
     /// Seed of the bucketing shuffle.
@@ -101,6 +129,23 @@ impl Prefilter {
                 k * m
             }
         });
+        let median;
+        let prev = match (self.cosine_reference, self.cosine_threshold) {
+            (CosineReference::Median, Some(_)) => {
+                let within: Vec<&[f32]> = rows
+                    .iter()
+                    .zip(&norms)
+                    .filter(|(_, n)| n.is_some_and(|n| bound.is_none_or(|b| n <= b)))
+                    .map(|(r, _)| *r)
+                    .collect();
+                median = (!within.is_empty())
+                    .then(|| super::coordinate::median(&within, 0).ok())
+                    .flatten()
+                    .map(|out| out.aggregate);
+                median.as_deref().filter(|m| m.iter().any(|v| *v != 0.0))
+            }
+            _ => prev,
+        };
         let mut kept = Vec::with_capacity(rows.len());
         let reports = rows
             .iter()
@@ -208,6 +253,59 @@ mod tests {
         };
         let (_, kept) = rel.screen(&rows, &ids, None);
         assert_eq!(kept, vec![0, 3, 4]);
+    }
+
+    #[test]
+    fn median_reference_refuses_flipped_updates_from_round_one() {
+        // Six honest updates around (1, 1, 0) with different third coordinates (non-IID), three
+        // attackers at −4 × their mean, one enormous update the norm bound removes first.
+        let mut v: Vec<Vec<f32>> = (0..6)
+            .map(|i| {
+                vec![
+                    1.0 + 0.1 * i as f32,
+                    1.0 - 0.05 * i as f32,
+                    (i as f32 - 2.5) * 0.6,
+                ]
+            })
+            .collect();
+        let mean: Vec<f32> = (0..3)
+            .map(|k| v.iter().map(|r| r[k]).sum::<f32>() / 6.0)
+            .collect();
+        for _ in 0..3 {
+            v.push(mean.iter().map(|x| -4.0 * x).collect());
+        }
+        v.push(vec![1e6, 1e6, 1e6]);
+        let rows: Vec<&[f32]> = v.iter().map(|r| r.as_slice()).collect();
+        let ids: Vec<String> = (0..rows.len()).map(|i| format!("n{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let pf = Prefilter {
+            norm_bound: Some(NormBound::MedianMultiple(3.0)),
+            cosine_threshold: Some(0.0),
+            cosine_reference: CosineReference::Median,
+            ..Default::default()
+        };
+        // No previous global (round 1): the median reference still applies.
+        let (rep, kept) = pf.screen(&rows, &ids, None);
+        assert_eq!(kept, (0..6).collect::<Vec<_>>());
+        for r in &rep[6..9] {
+            assert!(
+                matches!(r.status, Status::Rejected(RejectReason::CosineBelow { .. })),
+                "{r:?}"
+            );
+        }
+        assert!(matches!(
+            rep[9].status,
+            Status::Rejected(RejectReason::NormAboveBound { .. })
+        ));
+        // The previous-global reference lets everything within the bound through in round 1.
+        let prev = Prefilter {
+            cosine_reference: CosineReference::Previous,
+            ..pf.clone()
+        };
+        let (_, kept) = prev.screen(&rows, &ids, None);
+        assert_eq!(kept, (0..9).collect::<Vec<_>>());
+        assert_eq!("median".parse(), Ok(CosineReference::Median));
+        assert!("mean".parse::<CosineReference>().is_err());
     }
 
     #[test]

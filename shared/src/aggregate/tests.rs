@@ -200,6 +200,44 @@ fn conditions_refuse_or_run_the_recorded_fallback() {
 }
 
 #[test]
+fn min_inputs_is_exactly_where_each_rule_starts_to_run() {
+    // Distinct rows so no rule degenerates; planted() has 10 rows.
+    let rows: Vec<Vec<f32>> = (0..24)
+        .map(|i| {
+            (0..6)
+                .map(|j| ((i * 7 + j * 3) % 11) as f32 - 5.0)
+                .collect()
+        })
+        .collect();
+    let ones = vec![1.0; rows.len()];
+    let mut configs = Vec::new();
+    for rule in Rule::ALL {
+        for f in 0..4 {
+            configs.push(cfg(rule, f));
+        }
+    }
+    let mut trimmed = cfg(Rule::TrimmedMean, 3);
+    trimmed.params.trim = Some(1);
+    configs.push(trimmed);
+    let mut mk = cfg(Rule::MultiKrum, 1);
+    mk.params.m = Some(8);
+    configs.push(mk);
+    configs.push(cfg(Rule::Bulyan, 2).with_fallback(Rule::Median));
+    for c in configs {
+        let k = c.min_inputs();
+        assert!((1..rows.len()).contains(&k), "{c:?}");
+        assert!(run(&rows[..k], &ones[..k], &c).is_ok(), "{c:?} at n = {k}");
+        if k > 1 {
+            assert!(
+                run(&rows[..k - 1], &ones[..k - 1], &c).is_err(),
+                "{c:?} at n = {}",
+                k - 1
+            );
+        }
+    }
+}
+
+#[test]
 fn entry_point_validates_and_reports_buckets() {
     let rows = planted();
     let short = vec![vec![1.0f32; 8], vec![1.0f32; 7]];

@@ -19,7 +19,7 @@ pub use likelihood::{Draws, LikelihoodOptions, NllBound, nll_bound, nll_bound_by
 pub use objective::{
     NoiseOptions, Objective, Weighting, masked_diffusion_loss, masked_diffusion_loss_with,
 };
-pub use pretrain::{PretrainOptions, StepReport, pretrain};
+pub use pretrain::{PretrainOptions, StepReport, is_sft_row, pretrain, sft_rows};
 pub use trainer::{Schedule, Trainer};
 
 /// Uniform `[0, 1)` from a ChaCha stream's raw words (stable across `rand` versions).

@@ -1,8 +1,9 @@
 //! The pretraining loop behind `node pretrain`: a model from scratch (seeded init) or resumed from
 //! our checkpoint, trained on a stream of examples with LLaDA's objective, checkpointed as it goes.
 //!
-//! Half of every batch is packed pretraining-style (any token but BOS may be masked) and half
-//! SFT-style (the prompt stays clean), so the base learns both unconditional text and the
+//! Part of every batch is packed pretraining-style (any token but BOS may be masked) and the rest
+//! SFT-style (the prompt stays clean; half the rows by default, see
+//! [`PretrainOptions::sft_share`]), so the base learns both unconditional text and the
 //! prompt→answer conditionals that generation and the held-out metrics use. With `pack > 1` each
 //! pretraining-style row holds up to `pack` samples separated by EOS (LLaDA packs its pretraining
 //! text the same way), so rows carry text instead of mostly EOS padding.
@@ -49,14 +50,34 @@ pub struct PretrainOptions {
     pub min_seq_len: Option<usize>,
     /// The `t` sampler and token weighting (default: LLaDA's, uniform `t` and 1/p).
     pub noise: NoiseOptions,
+    /// Fraction of each batch's rows that are SFT-style (prompt never masked), spread evenly
+    /// through the batch (see [`is_sft_row`]); 0.5 alternates pretraining and SFT rows.
+    pub sft_share: f64,
 }
 
 impl PretrainOptions {
     /// Examples `next_batch` must supply per step: one per SFT row, `pack` per pretraining row.
     pub fn examples_per_step(&self) -> usize {
-        let pretrain_rows = self.batch_size.div_ceil(2);
-        pretrain_rows * self.pack.max(1) + (self.batch_size - pretrain_rows)
+        let sft_rows = sft_rows(self.batch_size, self.sft_share);
+        (self.batch_size - sft_rows) * self.pack.max(1) + sft_rows
     }
+}
+
+/// Whether row `r` of a batch is SFT-style when a fraction `share` (clamped to [0, 1]) of the
+/// rows are: the rows where `⌊(r+1)·share⌋` steps up, so SFT rows are spread evenly and
+/// `share = 0.5` gives the odd rows.
+pub fn is_sft_row(r: usize, share: f64) -> bool {
+    let share = if share.is_nan() {
+        0.0
+    } else {
+        share.clamp(0.0, 1.0)
+    };
+    ((r + 1) as f64 * share).floor() > (r as f64 * share).floor()
+}
+
+/// How many of `batch_size` rows are SFT-style under [`is_sft_row`].
+pub fn sft_rows(batch_size: usize, share: f64) -> usize {
+    (0..batch_size).filter(|&r| is_sft_row(r, share)).count()
 }
 
 /// What the loop reports after each step.
@@ -67,38 +88,45 @@ pub struct StepReport {
     pub lr: f64,
 }
 
-/// Packs half the rows pretraining-style and half SFT-style. With `pack > 1`, the even
-/// (pretraining-style) rows each take `pack` consecutive examples joined by EOS; `examples` must
-/// then hold [`PretrainOptions::examples_per_step`] of them.
+/// Packs the rows [`is_sft_row`] picks (a fraction `sft_share`) SFT-style and the others
+/// pretraining-style. With `pack > 1`, each pretraining-style row takes `pack` consecutive
+/// examples joined by EOS; `examples` must then hold [`PretrainOptions::examples_per_step`] of
+/// them.
 pub fn mixed_batch(
     examples: &[Example],
     seq_len: usize,
     config: &Config,
     pack_per_row: usize,
+    sft_share: f64,
 ) -> PackedBatch {
     if pack_per_row > 1 {
-        return packed_batch(examples, seq_len, config, pack_per_row);
+        return packed_batch(examples, seq_len, config, pack_per_row, sft_share);
     }
     let mut all = pack(examples, seq_len, config.specials, true);
     let sft = pack(examples, seq_len, config.specials, false);
-    for r in (1..examples.len()).step_by(2) {
+    for r in (0..examples.len()).filter(|&r| is_sft_row(r, sft_share)) {
         all.maskable[r] = sft.maskable[r].clone();
         all.answer_len[r] = sft.answer_len[r];
     }
     all
 }
 
-fn packed_batch(examples: &[Example], seq_len: usize, config: &Config, k: usize) -> PackedBatch {
+fn packed_batch(
+    examples: &[Example],
+    seq_len: usize,
+    config: &Config,
+    k: usize,
+    sft_share: f64,
+) -> PackedBatch {
     let eos = config.specials.eos;
     let mut rows = Vec::new();
     let mut is_sft = Vec::new();
-    let mut rest = examples;
-    let mut r = 0usize;
-    while !rest.is_empty() {
-        if r.is_multiple_of(2) {
-            let take = k.min(rest.len());
+    for (group, sft) in row_groups(examples, k, sft_share) {
+        if sft {
+            rows.push(group[0].clone());
+        } else {
             let mut answer = Vec::with_capacity(seq_len);
-            for ex in &rest[..take] {
+            for ex in group {
                 answer.extend_from_slice(&ex.prompt);
                 answer.extend_from_slice(&ex.answer);
                 answer.push(eos);
@@ -109,14 +137,8 @@ fn packed_batch(examples: &[Example], seq_len: usize, config: &Config, k: usize)
                 prompt: Vec::new(),
                 answer,
             });
-            is_sft.push(false);
-            rest = &rest[take..];
-        } else {
-            rows.push(rest[0].clone());
-            is_sft.push(true);
-            rest = &rest[1..];
         }
-        r += 1;
+        is_sft.push(sft);
     }
     let mut all = pack(&rows, seq_len, config.specials, true);
     let sft = pack(&rows, seq_len, config.specials, false);
@@ -127,6 +149,23 @@ fn packed_batch(examples: &[Example], seq_len: usize, config: &Config, k: usize)
         }
     }
     all
+}
+
+/// Splits a step's examples into rows: an SFT-style row ([`is_sft_row`]) takes one example, a
+/// pretraining-style row up to `k` consecutive ones. Returns each row's examples and whether it
+/// is SFT-style.
+fn row_groups(examples: &[Example], k: usize, sft_share: f64) -> Vec<(&[Example], bool)> {
+    let mut rows = Vec::new();
+    let mut rest = examples;
+    let mut r = 0usize;
+    while !rest.is_empty() {
+        let sft = is_sft_row(r, sft_share);
+        let take = if sft { 1 } else { k.max(1).min(rest.len()) };
+        rows.push((&rest[..take], sft));
+        rest = &rest[take..];
+        r += 1;
+    }
+    rows
 }
 
 /// Runs the loop. `next_batch(step)` supplies the examples of each step. Returns the trained
@@ -173,7 +212,7 @@ pub fn pretrain(
             None => opts.seq_len,
             Some(min) => step_seq_len(&examples, opts, min, &mut len_rng),
         };
-        let batch = mixed_batch(&examples, seq_len, &opts.config, opts.pack);
+        let batch = mixed_batch(&examples, seq_len, &opts.config, opts.pack, opts.sft_share);
         if step < start {
             // Replays the noise stream (cheap, no forward) so a resumed run sees the same masks.
             let mask = opts.config.specials.mask;
@@ -224,30 +263,16 @@ fn step_seq_len(
     min: usize,
     rng: &mut impl rand::RngCore,
 ) -> usize {
-    let pack = opts.pack.max(1);
-    let longest = if pack > 1 {
-        // A packed row holds `pack` samples joined by EOS; the SFT rows hold one each.
-        examples
-            .chunks(pack + 1)
-            .map(|c| {
-                let (head, tail) = c.split_at(c.len().min(pack));
-                let packed: usize = head
-                    .iter()
-                    .map(|e| e.prompt.len() + e.answer.len() + 1)
-                    .sum();
-                let sft = tail
-                    .iter()
-                    .map(|e| e.prompt.len() + e.answer.len() + 1)
-                    .max();
-                packed.max(sft.unwrap_or(0))
-            })
-            .max()
-    } else {
-        examples
-            .iter()
-            .map(|e| e.prompt.len() + e.answer.len() + 1)
-            .max()
-    };
+    // A packed row holds its samples joined by EOS; an SFT row holds one.
+    let longest = row_groups(examples, opts.pack.max(1), opts.sft_share)
+        .into_iter()
+        .map(|(group, _)| {
+            group
+                .iter()
+                .map(|e| e.prompt.len() + e.answer.len() + 1)
+                .sum::<usize>()
+        })
+        .max();
     let lo = (longest.unwrap_or(0) + 1).max(min).min(opts.seq_len);
     let span = (opts.seq_len - lo + 1) as u64;
     lo + (rng.next_u64() % span) as usize
@@ -289,6 +314,7 @@ mod tests {
             until: None,
             min_seq_len,
             noise: NoiseOptions::default(),
+            sft_share: 0.5,
         }
     }
 
@@ -308,14 +334,14 @@ mod tests {
         ];
         let opts = test_options(&cfg, 2, 10, 3, None);
         assert_eq!(opts.examples_per_step(), 4);
-        let b = mixed_batch(&examples, 10, &cfg, 3);
+        let b = mixed_batch(&examples, 10, &cfg, 3, 0.5);
         assert_eq!(b.len(), 2);
         assert_eq!(b.ids[0], vec![s.bos, 1, 2, s.eos, 3, 4, s.eos, 5, 6, s.eos]);
         assert!(b.maskable[0][1..].iter().all(|&m| m));
         assert_eq!(b.ids[1][..3], [s.bos, 7, 8]);
         assert_eq!(b.maskable[1][..3], [false, false, true]);
         // pack = 1 is the one-sample-per-row layout.
-        let one = mixed_batch(&examples[..2], 10, &cfg, 1);
+        let one = mixed_batch(&examples[..2], 10, &cfg, 1, 0.5);
         assert_eq!(one.ids[0][..4], [s.bos, 1, 2, s.eos]);
     }
 
@@ -335,7 +361,7 @@ mod tests {
         // BOS + 20 + 3 + EOS = 25 is the shortest row that holds the longest sample with its EOS.
         assert_eq!(*lens.iter().min().unwrap(), 25);
         assert_eq!(*lens.iter().max().unwrap(), 40);
-        let b = mixed_batch(&examples, lens[0], &cfg, 1);
+        let b = mixed_batch(&examples, lens[0], &cfg, 1, 0.5);
         assert!(b.ids.iter().all(|r| r.last() == Some(&cfg.specials.eos)));
         // Packed rows: three samples of 1+3+1 tokens each in the first row.
         opts.pack = 3;
@@ -346,5 +372,44 @@ mod tests {
         opts.pack = 1;
         assert!((0..50).all(|_| step_seq_len(&examples, &opts, 33, &mut rng) >= 33));
         assert_eq!(step_seq_len(&examples, &opts, 99, &mut rng), 40);
+    }
+
+    #[test]
+    fn sft_share_spreads_sft_rows_evenly_and_counts_examples() {
+        // 0.5 is the historical layout: odd rows SFT.
+        let half: Vec<bool> = (0..6).map(|r| is_sft_row(r, 0.5)).collect();
+        assert_eq!(half, [false, true, false, true, false, true]);
+        let three_q: Vec<bool> = (0..8).map(|r| is_sft_row(r, 0.75)).collect();
+        assert_eq!(three_q, [false, true, true, true, false, true, true, true]);
+        assert_eq!(sft_rows(16, 0.0), 0);
+        assert_eq!(sft_rows(16, 1.0), 16);
+        assert_eq!(sft_rows(16, 0.75), 12);
+        assert_eq!(sft_rows(5, 0.5), 2);
+        assert_eq!(sft_rows(4, f64::NAN), 0);
+        assert_eq!(sft_rows(4, 7.0), 4);
+
+        let cfg = Config::preset("tiny").unwrap();
+        let s = cfg.specials;
+        let ex = |p: u32| Example {
+            prompt: vec![p],
+            answer: vec![p + 100],
+        };
+        let mut opts = test_options(&cfg, 4, 12, 2, None);
+        opts.sft_share = 0.75;
+        // One packed row of 2 examples + 3 SFT rows.
+        assert_eq!(opts.examples_per_step(), 5);
+        let examples: Vec<Example> = (1..=5).map(ex).collect();
+        let b = mixed_batch(&examples, 12, &cfg, 2, 0.75);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.ids[0][..6], [s.bos, 1, 101, s.eos, 2, 102]);
+        for (r, first) in [(1usize, 3u32), (2, 4), (3, 5)] {
+            assert_eq!(b.ids[r][..3], [s.bos, first, first + 100]);
+            assert_eq!(b.maskable[r][..3], [false, false, true], "row {r}");
+        }
+        // Unpacked: every row SFT at share 1.
+        let all_sft = mixed_batch(&examples[..3], 12, &cfg, 1, 1.0);
+        assert!(all_sft.maskable.iter().all(|m| !m[1]));
+        let none = mixed_batch(&examples[..3], 12, &cfg, 1, 0.0);
+        assert!(none.maskable.iter().all(|m| m[1]));
     }
 }
