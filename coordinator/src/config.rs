@@ -154,8 +154,8 @@ pub struct BandSection {
     pub norm_bound_median_multiple: Option<f64>,
     /// Reject updates with a cosine to the reference below this.
     pub cosine_threshold: Option<f64>,
-    /// The cosine filter's reference: `previous` (the last global, default) or `median` (the
-    /// coordinate-wise median of the round's updates within the norm bound).
+    /// The cosine filter's reference: `previous` (the last global, default), `median` (the
+    /// coordinate-wise median of the round's updates within the norm bound) or `both`.
     pub cosine_reference: Option<String>,
 }
 

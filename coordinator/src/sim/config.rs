@@ -52,11 +52,14 @@ pub struct SimArgs {
     /// Norm-bound pre-filter on every band: reject updates above this multiple of the median norm.
     #[arg(long)]
     pub norm_bound: Option<f64>,
-    /// Cosine pre-filter on every band against the coordinate-wise median of the round's updates
-    /// (within the norm bound): reject updates whose cosine to it is below this. Replaces the
-    /// domain band's default filter against the previous global.
+    /// Cosine pre-filter on every band: reject updates whose cosine to --cosine-reference is
+    /// below this (replaces the domain band's default filter against the previous global).
     #[arg(long, allow_hyphen_values = true)]
-    pub median_cosine: Option<f64>,
+    pub cosine_filter: Option<f64>,
+    /// The reference of --cosine-filter: `median` (the coordinate-wise median of the round's
+    /// updates within the norm bound), `previous` (the last global; none in round 1) or `both`.
+    #[arg(long, default_value = "median", requires = "cosine_filter")]
+    pub cosine_reference: String,
     /// Byzantine nodes (the last K node ids), colluding every round.
     #[arg(long, default_value_t = 0)]
     pub byzantine: usize,
@@ -182,6 +185,8 @@ impl SimConfig {
             "rule_fine": a.rule_fine,
             "aggregation": self.daf,
             "norm_bound": a.norm_bound,
+            "cosine_filter": a.cosine_filter,
+            "cosine_reference": a.cosine_filter.map(|_| a.cosine_reference.clone()),
             "byzantine": a.byzantine,
             "attackers": self.attackers,
             "attack": self.attack.map(|x| x.name()),
@@ -354,11 +359,14 @@ impl SimArgs {
         {
             return Err(invalid("norm-bound", "must be finite and positive"));
         }
-        if let Some(c) = self.median_cosine
+        if let Some(c) = self.cosine_filter
             && !(-1.0..=1.0).contains(&c)
         {
-            return Err(invalid("median-cosine", "must be in [-1, 1]"));
+            return Err(invalid("cosine-filter", "must be in [-1, 1]"));
         }
+        self.cosine_reference
+            .parse::<ruvdllm::aggregate::CosineReference>()
+            .map_err(|e| invalid("cosine-reference", e))?;
         let f = self.assume_f.unwrap_or(self.byzantine);
         let daf = crate::config::daf_config(&self.aggregation(f))?;
         for (band, g) in [
@@ -397,8 +405,8 @@ impl SimArgs {
                 weights: (domain && rule.is_some()).then(|| "samples".to_string()),
                 rule,
                 norm_bound_median_multiple: self.norm_bound,
-                cosine_threshold: self.median_cosine,
-                cosine_reference: self.median_cosine.map(|_| "median".to_string()),
+                cosine_threshold: self.cosine_filter,
+                cosine_reference: self.cosine_filter.map(|_| self.cosine_reference.clone()),
                 ..BandSection::default()
             }
         };
@@ -440,7 +448,7 @@ mod tests {
         assert_eq!(c.daf.coarse.rule.params.f, 3);
         let c = parse(&["--nodes", "7", "--layout-nodes", "10", "--assume-f", "3"]).unwrap();
         assert_eq!(c.to_json()["layout_nodes"], 10);
-        let c = parse(&["--median-cosine", "-0.1", "--norm-bound", "3"]).unwrap();
+        let c = parse(&["--cosine-filter", "-0.1", "--norm-bound", "3"]).unwrap();
         for g in [&c.daf.coarse, &c.daf.domain, &c.daf.fine] {
             assert_eq!(g.prefilter.cosine_threshold, Some(-0.1));
             assert_eq!(
@@ -467,7 +475,8 @@ mod tests {
             &["--processes", "--byzantine", "1", "--attack", "ipm"],
             &["--nodes", "7", "--layout-nodes", "6"],
             &["--nodes", "7", "--rule", "krum", "--assume-f", "3"],
-            &["--median-cosine", "1.5"],
+            &["--cosine-filter", "1.5"],
+            &["--cosine-filter", "0", "--cosine-reference", "mean"],
             &["--layout-nodes", "12", "--corpus", "a.txt"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");

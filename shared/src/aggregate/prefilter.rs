@@ -9,6 +9,7 @@
 //!    [`CosineReference::Median`], the coordinate-wise median of this round's inputs that passed
 //!    1–2: a direction at most f < n/2 attackers cannot turn around, available from round 1, so
 //!    a sign-flipped or inner-product-manipulated update is refused before the rule averages it;
+//!    or [`CosineReference::Both`] (an input must pass against each reference there is);
 //! 4. optional bucketing (Karimireddy et al. 2022): the survivors are shuffled with a seeded RNG
 //!    and averaged in buckets of s, and the rule runs on the bucket means. This reduces the
 //!    variance the rule sees under heterogeneous data at the price of more Byzantine buckets.
@@ -41,6 +42,9 @@ pub enum CosineReference {
     Previous,
     /// The coordinate-wise median of the round's finite, norm-bounded inputs.
     Median,
+    /// Both: an input must reach the threshold against the median and, once there is one,
+    /// against the previous global (the reported cosine is the lower of the two).
+    Both,
 }
 
 impl std::str::FromStr for CosineReference {
@@ -50,7 +54,8 @@ impl std::str::FromStr for CosineReference {
         match s {
             "previous" => Ok(Self::Previous),
             "median" => Ok(Self::Median),
-            other => Err(format!("`{other}` (expected previous or median)")),
+            "both" => Ok(Self::Both),
+            other => Err(format!("`{other}` (expected previous, median or both)")),
         }
     }
 }
@@ -129,23 +134,27 @@ impl Prefilter {
                 k * m
             }
         });
-        let median;
-        let prev = match (self.cosine_reference, self.cosine_threshold) {
-            (CosineReference::Median, Some(_)) => {
+        let median = match (self.cosine_reference, self.cosine_threshold) {
+            (CosineReference::Median | CosineReference::Both, Some(_)) => {
                 let within: Vec<&[f32]> = rows
                     .iter()
                     .zip(&norms)
                     .filter(|(_, n)| n.is_some_and(|n| bound.is_none_or(|b| n <= b)))
                     .map(|(r, _)| *r)
                     .collect();
-                median = (!within.is_empty())
+                (!within.is_empty())
                     .then(|| super::coordinate::median(&within, 0).ok())
                     .flatten()
-                    .map(|out| out.aggregate);
-                median.as_deref().filter(|m| m.iter().any(|v| *v != 0.0))
+                    .map(|out| out.aggregate)
+                    .filter(|m| m.iter().any(|v| *v != 0.0))
             }
-            _ => prev,
+            _ => None,
         };
+        let prev = match self.cosine_reference {
+            CosineReference::Median => None,
+            CosineReference::Previous | CosineReference::Both => prev,
+        };
+        let references: Vec<&[f32]> = median.as_deref().into_iter().chain(prev).collect();
         let mut kept = Vec::with_capacity(rows.len());
         let reports = rows
             .iter()
@@ -173,8 +182,14 @@ impl Prefilter {
                     rep.status = Status::Rejected(RejectReason::NormAboveBound { norm, bound });
                     return rep;
                 }
-                if let (Some(threshold), Some(p)) = (self.cosine_threshold, prev) {
-                    rep.cosine = kernels::cosine(row, p);
+                if let Some(threshold) = self.cosine_threshold
+                    && !references.is_empty()
+                {
+                    // The lowest cosine over the references decides (and is reported).
+                    rep.cosine = references
+                        .iter()
+                        .map(|p| kernels::cosine(row, p))
+                        .try_fold(f64::INFINITY, |m, c| c.map(|c| m.min(c)));
                     if let Some(cosine) = rep.cosine
                         && cosine < threshold
                     {
@@ -304,6 +319,20 @@ mod tests {
         };
         let (_, kept) = prev.screen(&rows, &ids, None);
         assert_eq!(kept, (0..9).collect::<Vec<_>>());
+        // Both: the median alone while there is no previous global; then every reference must
+        // agree — a previous global pointing away from the honest updates refuses them too (and
+        // the attackers stay refused by the median).
+        let both = Prefilter {
+            cosine_reference: CosineReference::Both,
+            ..pf.clone()
+        };
+        assert_eq!(both.screen(&rows, &ids, None).1, (0..6).collect::<Vec<_>>());
+        let (rep, kept) = both.screen(&rows, &ids, Some(&[-1.0, -1.0, 0.0]));
+        assert!(kept.is_empty(), "{kept:?}");
+        assert!(rep[..9].iter().all(|r| r.cosine.unwrap() < 0.0));
+        let (_, kept) = both.screen(&rows, &ids, Some(&[1.0, 1.0, 0.0]));
+        assert_eq!(kept, (0..6).collect::<Vec<_>>());
+        assert_eq!("both".parse(), Ok(CosineReference::Both));
         assert_eq!("median".parse(), Ok(CosineReference::Median));
         assert!("mean".parse::<CosineReference>().is_err());
     }
