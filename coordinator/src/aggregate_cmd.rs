@@ -42,13 +42,14 @@ pub struct AggregateArgs {
     /// Reject inputs whose L2 norm exceeds this bound.
     #[arg(long)]
     pub norm_bound: Option<f64>,
-    /// Reject inputs whose cosine to the previous global (`--previous`) is below this.
-    #[arg(long, requires = "previous")]
+    /// Reject inputs whose cosine to --cosine-reference is below this.
+    #[arg(long, allow_hyphen_values = true)]
     pub cosine_threshold: Option<f64>,
-    /// Reject inputs whose cosine to the coordinate-wise median of the inputs (within the norm
-    /// bound) is below this — a reference that needs no previous global.
-    #[arg(long, conflicts_with = "cosine_threshold", allow_hyphen_values = true)]
-    pub median_cosine: Option<f64>,
+    /// The cosine filter's reference: `previous` (the previous global, `--previous`), `median`
+    /// (the coordinate-wise median of the inputs within the norm bound; needs no previous
+    /// global) or `both`.
+    #[arg(long, default_value = "previous", requires = "cosine_threshold")]
+    pub cosine_reference: CosineReference,
     /// The previous global adapter (safetensors): the reference of the cosine pre-filter, here and
     /// in the domain band of --bands (the coordinator passes its pre-round global).
     #[arg(long)]
@@ -131,12 +132,8 @@ fn rule_config(args: &AggregateArgs) -> RuleConfig {
 fn prefilter(args: &AggregateArgs) -> Prefilter {
     Prefilter {
         norm_bound: args.norm_bound.map(NormBound::Absolute),
-        cosine_threshold: args.cosine_threshold.or(args.median_cosine),
-        cosine_reference: if args.median_cosine.is_some() {
-            CosineReference::Median
-        } else {
-            CosineReference::Previous
-        },
+        cosine_threshold: args.cosine_threshold,
+        cosine_reference: args.cosine_reference,
         ..Prefilter::default()
     }
 }
@@ -174,6 +171,14 @@ fn write_report(w: &mut dyn Write, title: &str, out: &Outcome) -> std::io::Resul
 pub fn run_to(args: &AggregateArgs, w: &mut dyn Write) -> anyhow::Result<()> {
     if args.inputs.is_empty() {
         bail!("no input files");
+    }
+    if args.cosine_threshold.is_some()
+        && args.cosine_reference == CosineReference::Previous
+        && args.previous.is_none()
+    {
+        bail!(
+            "--cosine-threshold against the previous global needs --previous FILE (or --cosine-reference median)"
+        );
     }
     let inputs = load_inputs(&args.inputs)?;
     let rule = rule_config(args);

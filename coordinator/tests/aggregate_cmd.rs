@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ruvdllm::aggregate::Rule;
+use ruvdllm::aggregate::{CosineReference, Rule};
 use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm::delta_io::{self, StoreDtype};
 use ruvdllm_coordinator::aggregate_cmd::{AggregateArgs, run_to};
@@ -42,7 +42,7 @@ fn args(inputs: Vec<PathBuf>, out: PathBuf, rule: Rule, f: usize) -> AggregateAr
         bands: false,
         norm_bound: None,
         cosine_threshold: None,
-        median_cosine: None,
+        cosine_reference: CosineReference::Previous,
         previous: None,
         fallback: None,
         inputs,
@@ -233,7 +233,12 @@ fn cosine_prefilter_against_the_previous_global() {
         Rule::FedAvg,
         0,
     );
-    m.median_cosine = Some(0.0);
+    m.cosine_threshold = Some(0.0);
+    assert!(
+        run_to(&m, &mut Vec::new()).is_err(),
+        "previous reference without --previous"
+    );
+    m.cosine_reference = CosineReference::Median;
     let mut report = Vec::new();
     run_to(&m, &mut report).unwrap();
     let text = String::from_utf8(report).unwrap();
