@@ -59,7 +59,7 @@ pub struct SimArgs {
     /// The reference of --cosine-filter: `median` (the coordinate-wise median of the round's
     /// updates within the norm bound), `previous` (the last global; none in round 1) or `both`.
     #[arg(long, default_value = "median", requires = "cosine_filter")]
-    pub cosine_reference: String,
+    pub cosine_reference: ruvdllm::aggregate::CosineReference,
     /// Byzantine nodes (the last K node ids), colluding every round.
     #[arg(long, default_value_t = 0)]
     pub byzantine: usize,
@@ -186,7 +186,7 @@ impl SimConfig {
             "aggregation": self.daf,
             "norm_bound": a.norm_bound,
             "cosine_filter": a.cosine_filter,
-            "cosine_reference": a.cosine_filter.map(|_| a.cosine_reference.clone()),
+            "cosine_reference": a.cosine_filter.map(|_| a.cosine_reference.name()),
             "byzantine": a.byzantine,
             "attackers": self.attackers,
             "attack": self.attack.map(|x| x.name()),
@@ -364,9 +364,6 @@ impl SimArgs {
         {
             return Err(invalid("cosine-filter", "must be in [-1, 1]"));
         }
-        self.cosine_reference
-            .parse::<ruvdllm::aggregate::CosineReference>()
-            .map_err(|e| invalid("cosine-reference", e))?;
         let f = self.assume_f.unwrap_or(self.byzantine);
         let daf = crate::config::daf_config(&self.aggregation(f))?;
         for (band, g) in [
@@ -406,7 +403,9 @@ impl SimArgs {
                 rule,
                 norm_bound_median_multiple: self.norm_bound,
                 cosine_threshold: self.cosine_filter,
-                cosine_reference: self.cosine_filter.map(|_| self.cosine_reference.clone()),
+                cosine_reference: self
+                    .cosine_filter
+                    .map(|_| self.cosine_reference.name().to_string()),
                 ..BandSection::default()
             }
         };
@@ -476,10 +475,17 @@ mod tests {
             &["--nodes", "7", "--layout-nodes", "6"],
             &["--nodes", "7", "--rule", "krum", "--assume-f", "3"],
             &["--cosine-filter", "1.5"],
-            &["--cosine-filter", "0", "--cosine-reference", "mean"],
             &["--layout-nodes", "12", "--corpus", "a.txt"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+        // An unknown cosine reference is a usage error naming the choices.
+        let e = Cli::try_parse_from(["sim", "--cosine-filter", "0", "--cosine-reference", "mean"])
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("expected previous, median or both"),
+            "{e}"
+        );
     }
 }

@@ -47,16 +47,33 @@ pub enum CosineReference {
     Both,
 }
 
+impl CosineReference {
+    pub const ALL: [CosineReference; 3] = [Self::Previous, Self::Median, Self::Both];
+
+    /// The spelling in configs and on the command line (also the serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Previous => "previous",
+            Self::Median => "median",
+            Self::Both => "both",
+        }
+    }
+}
+
+impl std::fmt::Display for CosineReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for CosineReference {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "previous" => Ok(Self::Previous),
-            "median" => Ok(Self::Median),
-            "both" => Ok(Self::Both),
-            other => Err(format!("`{other}` (expected previous, median or both)")),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("`{s}` (expected previous, median or both)"))
     }
 }
 
@@ -332,7 +349,10 @@ mod tests {
         assert!(rep[..9].iter().all(|r| r.cosine.unwrap() < 0.0));
         let (_, kept) = both.screen(&rows, &ids, Some(&[1.0, 1.0, 0.0]));
         assert_eq!(kept, (0..6).collect::<Vec<_>>());
-        assert_eq!("both".parse(), Ok(CosineReference::Both));
+        for r in CosineReference::ALL {
+            assert_eq!(r.name().parse(), Ok(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name());
+        }
         assert_eq!("median".parse(), Ok(CosineReference::Median));
         assert!("mean".parse::<CosineReference>().is_err());
     }
