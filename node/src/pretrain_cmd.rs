@@ -45,7 +45,9 @@ pub struct PretrainArgs {
     /// Train on these text files instead of the built-in pretraining split.
     #[arg(long, num_args = 1..)]
     pub corpus: Vec<PathBuf>,
-    /// Continue from the checkpoint in `--out`.
+    /// Continue from the checkpoint in `--out`. Every checkpoint carries `optimizer.safetensors`
+    /// (AdamW's moments, the step, and f32 master weights when `--dtype` is lower), so the resumed
+    /// run is the uninterrupted one; a checkpoint without it resumes with zero moments.
     #[arg(long)]
     pub resume: bool,
     /// Samples packed per pretraining-style row, joined by EOS (1 = one sample + EOS padding).
@@ -159,6 +161,19 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         args.seq_len,
         args.out.display()
     );
+    if args.resume && args.out.join("config.json").is_file() {
+        let step = std::fs::read_to_string(args.out.join("step")).unwrap_or_default();
+        let state = args.out.join(ruvdllm::train::OPTIMIZER_FILE);
+        eprintln!(
+            "resuming at step {} ({})",
+            step.trim().parse::<usize>().unwrap_or(0),
+            if state.is_file() {
+                "with the saved optimiser state"
+            } else {
+                "no optimiser state: zero AdamW moments"
+            }
+        );
+    }
     let bar = ProgressBar::new(args.steps as u64);
     bar.set_style(
         ProgressStyle::with_template(

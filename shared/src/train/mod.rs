@@ -19,8 +19,8 @@ pub use likelihood::{Draws, LikelihoodOptions, NllBound, nll_bound, nll_bound_by
 pub use objective::{
     NoiseOptions, Objective, Weighting, masked_diffusion_loss, masked_diffusion_loss_with,
 };
-pub use pretrain::{PretrainOptions, StepReport, is_sft_row, pretrain, sft_rows};
-pub use trainer::{Schedule, Trainer};
+pub use pretrain::{OPTIMIZER_FILE, PretrainOptions, StepReport, is_sft_row, pretrain, sft_rows};
+pub use trainer::{Schedule, StateInfo, Trainer};
 
 /// Uniform `[0, 1)` from a ChaCha stream's raw words (stable across `rand` versions).
 pub(crate) fn unit_f64(rng: &mut impl rand::RngCore) -> f64 {

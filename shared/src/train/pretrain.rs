@@ -197,12 +197,37 @@ pub fn pretrain(
         total: opts.steps,
         floor: 0.1,
     };
-    let mut trainer = Trainer::new(
-        varmap.all_vars(),
-        schedule,
-        opts.weight_decay,
-        Some(opts.grad_clip),
-    )?;
+    let (names, vars) = named_vars(&varmap)?;
+    let mut trainer = Trainer::new(vars, schedule, opts.weight_decay, Some(opts.grad_clip))?;
+    let state_path = opts.out.join(OPTIMIZER_FILE);
+    if start > 0 {
+        if state_path.is_file() {
+            let info = trainer
+                .load_state(&names, &state_path)
+                .map_err(|e| Error::Checkpoint {
+                    path: state_path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            if info.step != start {
+                return Err(Error::Checkpoint {
+                    path: state_path.display().to_string(),
+                    reason: format!(
+                        "optimiser state is at step {} but the checkpoint at step {start} \
+                         (an interrupted save?); delete the file to resume with fresh moments",
+                        info.step
+                    ),
+                });
+            }
+        } else {
+            tracing::warn!(
+                "{} has no {OPTIMIZER_FILE}: resuming at step {start} with zero AdamW moments \
+                 and the {:?} weights of the checkpoint",
+                opts.out.display(),
+                opts.save_dtype
+            );
+            trainer.resume_at(start);
+        }
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut len_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5EC1_E0A7_D1CE_0001);
     let end = opts.until.unwrap_or(opts.steps).min(opts.steps);
@@ -246,6 +271,12 @@ pub fn pretrain(
         let done = step + 1 == end;
         if done || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
             checkpoint::save(&varmap, &opts.config, &opts.out, opts.save_dtype)?;
+            trainer
+                .save_state(&names, opts.save_dtype != DType::F32, &state_path)
+                .map_err(|e| Error::Checkpoint {
+                    path: state_path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             crate::fsutil::write_atomic(&opts.out.join("step"), (step + 1).to_string().as_bytes())
                 .map_err(|e| Error::Checkpoint {
                     path: opts.out.display().to_string(),
@@ -254,6 +285,23 @@ pub fn pretrain(
         }
     }
     Ok(varmap)
+}
+
+/// The optimiser state beside a pretraining checkpoint (see [`Trainer::save_state`]): AdamW's
+/// moments, the step count and, when the weights are saved below f32, the f32 master weights, so
+/// `--resume` continues the run exactly.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// The trainable variables sorted by name (the names the optimiser state is saved under).
+fn named_vars(varmap: &VarMap) -> Result<(Vec<String>, Vec<candle_core::Var>), Error> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Config("variable map lock poisoned".into()))?;
+    let mut pairs: Vec<(String, candle_core::Var)> =
+        data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(pairs.into_iter().unzip())
 }
 
 /// The row length of one step under [`PretrainOptions::min_seq_len`].
@@ -411,5 +459,108 @@ mod tests {
         assert!(all_sft.maskable.iter().all(|m| !m[1]));
         let none = mixed_batch(&examples[..3], 12, &cfg, 1, 0.0);
         assert!(none.maskable.iter().all(|m| m[1]));
+    }
+
+    fn micro_config() -> Config {
+        Config {
+            d_model: 16,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 2,
+            head_dim: 8,
+            mlp_hidden: 32,
+            ..Config::tiny()
+        }
+    }
+
+    fn run(opts: &PretrainOptions) -> Result<(), Error> {
+        let per = opts.examples_per_step();
+        pretrain(
+            opts,
+            |step| {
+                (0..per)
+                    .map(|i| Example {
+                        prompt: vec![40 + (step % 7) as u32, 50 + i as u32 % 5],
+                        answer: vec![60 + i as u32 % 3, 70],
+                    })
+                    .collect()
+            },
+            |_| {},
+        )
+        .map(|_| ())
+    }
+
+    fn master_weights(dir: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+        let t = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), &Device::Cpu).unwrap();
+        let mut w: Vec<_> = t
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("w."))
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    }
+
+    #[test]
+    fn resume_with_optimiser_state_equals_the_uninterrupted_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = test_options(&micro_config(), 4, 12, 1, None);
+        opts.steps = 6;
+        opts.warmup = 2;
+        opts.lr = 1e-2;
+        opts.weight_decay = 0.01;
+        opts.save_every = 3;
+        // f16 on disk: only the f32 master weights in the optimiser file make the resume exact.
+        opts.save_dtype = DType::F16;
+        let straight = PathBuf::from(tmp.path()).join("straight");
+        opts.out = straight.clone();
+        run(&opts).unwrap();
+
+        let resumed = PathBuf::from(tmp.path()).join("resumed");
+        let mut first = opts.clone();
+        first.out = resumed.clone();
+        first.until = Some(3);
+        run(&first).unwrap();
+        assert_eq!(read_step(&resumed), 3);
+        let at3 = master_weights(&resumed);
+        let mut second = first.clone();
+        second.until = None;
+        second.resume = true;
+        run(&second).unwrap();
+        let (a, b) = (master_weights(&straight), master_weights(&resumed));
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "resumed run differs from the uninterrupted one");
+        assert_ne!(at3, b, "the resumed steps changed nothing");
+
+        // Without the state (an older checkpoint), the resume still runs: zero moments, f16
+        // weights, the schedule at step 3 — a different result, so the state file is what makes
+        // the run exact.
+        let bare = PathBuf::from(tmp.path()).join("bare");
+        let mut third = first.clone();
+        third.out = bare.clone();
+        run(&third).unwrap();
+        std::fs::remove_file(bare.join(OPTIMIZER_FILE)).unwrap();
+        third.until = None;
+        third.resume = true;
+        run(&third).unwrap();
+        assert_eq!(read_step(&bare), 6);
+        assert_ne!(master_weights(&bare), a);
+    }
+
+    #[test]
+    fn resume_refuses_a_state_from_another_step() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = test_options(&micro_config(), 2, 12, 1, None);
+        opts.steps = 4;
+        opts.save_every = 2;
+        opts.out = tmp.path().to_path_buf();
+        opts.until = Some(2);
+        run(&opts).unwrap();
+        std::fs::write(tmp.path().join("step"), "4").unwrap();
+        opts.until = None;
+        opts.resume = true;
+        let err = run(&opts).unwrap_err().to_string();
+        assert!(err.contains("optimiser state is at step 2"), "{err}");
+        assert!(err.contains("step 4"), "{err}");
     }
 }
