@@ -45,6 +45,13 @@ pub struct PretrainArgs {
     /// Train on these text files instead of the built-in pretraining split.
     #[arg(long, num_args = 1..)]
     pub corpus: Vec<PathBuf>,
+    /// SFT rows' canvas: `varied` ends each row at its prompt plus an answer region of random
+    /// length (answer + EOS padding, up to the row length), so the model learns to answer on the
+    /// canvas lengths generation uses (prompt + `gen_length`); `fixed` pads every row with EOS to
+    /// the row length, as the committed base was trained — such a model answers well only when
+    /// the generation canvas has that length.
+    #[arg(long, value_enum, default_value_t = SftCanvas::Varied)]
+    pub sft_canvas: SftCanvas,
     /// Continue from the checkpoint in `--out`. Every checkpoint carries `optimizer.safetensors`
     /// (AdamW's moments, the step, and f32 master weights when `--dtype` is lower), so the resumed
     /// run is the uninterrupted one; a checkpoint without it resumes with zero moments.
@@ -150,6 +157,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
             weighting: args.weighting,
         },
         sft_share: args.sft_share,
+        vary_sft_canvas: args.sft_canvas == SftCanvas::Varied,
     };
     debug_assert_eq!(opts.examples_per_step(), per_step);
     eprintln!(
@@ -204,4 +212,11 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     bar.finish();
     eprintln!("saved {}", args.out.display());
     Ok(())
+}
+
+/// `--sft-canvas`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SftCanvas {
+    Varied,
+    Fixed,
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ruvdllm::aggregate::daf::{DafConfig, aggregate_bands};
+use ruvdllm::aggregate::daf::{DafConfig, aggregate_band_refs};
 use ruvdllm::codec::{self, EncodeOptions, ErrorFeedback, Mode, Values};
 use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm_coordinator::certs::{self, Layout};
@@ -21,7 +21,7 @@ use ruvdllm_coordinator::config::{File, Libp2pSection, RoundSection, Tls, Transp
 use ruvdllm_coordinator::daemon::{self, Running};
 use ruvdllm_coordinator::metrics::NodeLabel;
 use ruvdllm_coordinator::round::AcceptedMeta;
-use ruvdllm_coordinator::round::close::{apply, daf_inputs};
+use ruvdllm_coordinator::round::close::{apply, daf_inputs, daf_refs};
 use ruvdllm_coordinator::service::Clock;
 use ruvdllm_node::daemon::any_client::AnyClient;
 use ruvdllm_node::daemon::grpc_client::{GrpcClient, Target};
@@ -259,7 +259,12 @@ fn offline(rounds: u64) -> Delta {
             });
         }
         let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
-        let agg = aggregate_bands(&daf_inputs(&pairs), Some(&global), &DafConfig::new(0)).unwrap();
+        let agg = aggregate_band_refs(
+            &daf_refs(&daf_inputs(&pairs)),
+            Some(&global),
+            &DafConfig::new(0),
+        )
+        .unwrap();
         global = apply(&global, &agg.delta).unwrap();
     }
     global

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use ruvdllm::aggregate::daf::{Band, DafConfig, DafInput, Meta, aggregate_bands};
+use ruvdllm::aggregate::daf::{Band, DafConfig, DafRef, Meta, aggregate_band_refs};
 use ruvdllm::delta::Delta;
 
 use super::state::AcceptedMeta;
@@ -37,19 +37,29 @@ pub struct CloseReport {
 }
 
 /// The DAF inputs of a round in node-id order (what an offline replay must use too).
-pub fn daf_inputs(inputs: &[(&AcceptedMeta, &Delta)]) -> Vec<DafInput> {
+pub fn daf_inputs<'a>(inputs: &[(&AcceptedMeta, &'a Delta)]) -> Vec<(Meta, &'a Delta)> {
     let mut sorted: Vec<&(&AcceptedMeta, &Delta)> = inputs.iter().collect();
     sorted.sort_by(|a, b| a.0.node.cmp(&b.0.node));
     sorted
         .into_iter()
-        .map(|(m, d)| DafInput {
-            delta: (*d).clone(),
-            meta: Meta {
-                node_id: m.node.clone(),
-                samples: m.samples as f64,
-                improvement: band_improvements(&m.band_metrics),
-            },
+        .map(|&(m, d)| {
+            (
+                Meta {
+                    node_id: m.node.clone(),
+                    samples: m.samples as f64,
+                    improvement: band_improvements(&m.band_metrics),
+                },
+                d,
+            )
         })
+        .collect()
+}
+
+/// Borrowed DAF inputs over [`daf_inputs`]' result.
+pub fn daf_refs<'a>(metas: &'a [(Meta, &'a Delta)]) -> Vec<DafRef<'a>> {
+    metas
+        .iter()
+        .map(|(meta, delta)| DafRef { delta, meta })
         .collect()
 }
 
@@ -83,7 +93,8 @@ pub fn close_round(
     opened_at_ms: u64,
     now_ms: u64,
 ) -> (Option<Delta>, CloseReport) {
-    let daf = daf_inputs(inputs);
+    let metas = daf_inputs(inputs);
+    let daf = daf_refs(&metas);
     let nodes: Vec<String> = daf.iter().map(|d| d.meta.node_id.clone()).collect();
     let mut report = CloseReport {
         round,
@@ -102,7 +113,7 @@ pub fn close_round(
     };
     let result = previous
         .and_then(|previous| {
-            aggregate_bands(&daf, previous.as_ref(), cfg).map_err(|e| e.to_string())
+            aggregate_band_refs(&daf, previous.as_ref(), cfg).map_err(|e| e.to_string())
         })
         .and_then(|out| {
             let g = apply(global, &out.delta).map_err(|e| e.to_string())?;

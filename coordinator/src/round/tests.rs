@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use ruvdllm::aggregate::daf::{DafConfig, aggregate_bands};
+use ruvdllm::aggregate::daf::{DafConfig, aggregate_band_refs};
 use ruvdllm::codec;
 use ruvdllm::delta::{Delta, NamedTensor};
 
-use super::close::{apply, daf_inputs};
+use super::close::{apply, daf_inputs, daf_refs};
 use super::*;
 
 const HASH: &str = "base";
@@ -215,8 +215,12 @@ fn quorum_closes_early_and_matches_offline_aggregation() {
         .collect();
     let deltas: Vec<Delta> = values.iter().map(|(_, v)| layout(*v)).collect();
     let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
-    let offline =
-        aggregate_bands(&daf_inputs(&pairs), Some(&layout(0.0)), &DafConfig::new(0)).unwrap();
+    let offline = aggregate_band_refs(
+        &daf_refs(&daf_inputs(&pairs)),
+        Some(&layout(0.0)),
+        &DafConfig::new(0),
+    )
+    .unwrap();
     let expected = apply(&layout(0.0), &offline.delta).unwrap();
     assert_eq!(m.global(), &expected);
     // Plain mean of 1..4 everywhere (f = 0): 2.5.

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ruvdllm::aggregate::daf::{DafConfig, aggregate_bands};
+use ruvdllm::aggregate::daf::{DafConfig, aggregate_band_refs};
 use ruvdllm::codec::{self, EncodeOptions, Mode, Values};
 use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm_coordinator::certs::{self, Layout};
 use ruvdllm_coordinator::config::{File, RoundSection, Tls};
 use ruvdllm_coordinator::round::AcceptedMeta;
-use ruvdllm_coordinator::round::close::{apply, daf_inputs};
+use ruvdllm_coordinator::round::close::{apply, daf_inputs, daf_refs};
 use ruvdllm_proto::pb::coordinator_client::CoordinatorClient;
 use ruvdllm_proto::{REJECT_METADATA_KEY, RejectKind, UpdateHeader, pb, sha256_hex};
 use tokio_stream::StreamExt;
@@ -273,7 +273,12 @@ pub fn offline_round(global: &Delta, updates: &[&Update]) -> Delta {
         .map(|u| global.aligned(&u.decoded()).unwrap())
         .collect();
     let pairs: Vec<(&AcceptedMeta, &Delta)> = metas.iter().zip(&deltas).collect();
-    let out = aggregate_bands(&daf_inputs(&pairs), Some(global), &DafConfig::new(0)).unwrap();
+    let out = aggregate_band_refs(
+        &daf_refs(&daf_inputs(&pairs)),
+        Some(global),
+        &DafConfig::new(0),
+    )
+    .unwrap();
     apply(global, &out.delta).unwrap()
 }
 

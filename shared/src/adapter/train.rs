@@ -21,6 +21,7 @@ use super::band::Band;
 use super::talora::Talora;
 use crate::delta::{Delta, NamedTensor};
 use crate::model::Model;
+use crate::train::batch::vary_answer_regions;
 use crate::train::{Example, Objective, Schedule, Trainer, masked_diffusion_loss, pack};
 
 /// Which band each step trains.
@@ -91,6 +92,10 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     pub grad_clip: f64,
     pub schedule: BandSchedule,
+    /// End each row at its prompt plus an answer region of random length instead of EOS to
+    /// `seq_len` (see [`crate::train::batch::draw_region`]): the adapter then answers on the
+    /// canvas lengths generation uses, not only on `seq_len`-long ones.
+    pub vary_canvas: bool,
 }
 
 impl Default for TrainOptions {
@@ -104,6 +109,7 @@ impl Default for TrainOptions {
             weight_decay: 0.0,
             grad_clip: 1.0,
             schedule: BandSchedule::RoundRobin,
+            vary_canvas: true,
         }
     }
 }
@@ -230,7 +236,10 @@ pub fn run(
             cursor += 1;
         }
         let specials = model.config().specials;
-        let packed = pack(&chunk, opts.seq_len, specials, false);
+        let mut packed = pack(&chunk, opts.seq_len, specials, false);
+        if opts.vary_canvas {
+            vary_answer_regions(&mut packed, &chunk, |_| true, specials.pad, rng);
+        }
         let k = band.index();
         let loss = masked_diffusion_loss(&views[k], &packed, Objective::Sft, band.t_range(), rng)?;
         losses[k].push(loss.to_scalar::<f32>()? as f64);

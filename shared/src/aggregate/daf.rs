@@ -235,10 +235,35 @@ pub fn aggregate_bands(
     previous: Option<&Delta>,
     cfg: &DafConfig,
 ) -> Result<DafOutcome, AggregateError> {
-    let reference = &inputs.first().ok_or(AggregateError::NoInputs)?.delta;
+    let refs: Vec<DafRef<'_>> = inputs
+        .iter()
+        .map(|i| DafRef {
+            delta: &i.delta,
+            meta: &i.meta,
+        })
+        .collect();
+    aggregate_band_refs(&refs, previous, cfg)
+}
+
+/// One node's submission, borrowed: what a coordinator that keeps its accepted updates passes to
+/// [`aggregate_band_refs`] so the round's updates are not copied once more to be aggregated (at
+/// 7B shapes each copy is 14.7 MB per node).
+#[derive(Debug, Clone, Copy)]
+pub struct DafRef<'a> {
+    pub delta: &'a Delta,
+    pub meta: &'a Meta,
+}
+
+/// [`aggregate_bands`] over borrowed inputs.
+pub fn aggregate_band_refs(
+    inputs: &[DafRef<'_>],
+    previous: Option<&Delta>,
+    cfg: &DafConfig,
+) -> Result<DafOutcome, AggregateError> {
+    let reference = inputs.first().ok_or(AggregateError::NoInputs)?.delta;
     for (index, inp) in inputs.iter().enumerate() {
         reference
-            .check_same_layout(&inp.delta)
+            .check_same_layout(inp.delta)
             .map_err(|source| AggregateError::Layout {
                 index,
                 node_id: inp.meta.node_id.clone(),
@@ -266,7 +291,7 @@ pub fn aggregate_bands(
         let gcfg = cfg.group(group);
         let flats: Vec<Vec<f32>> = inputs
             .iter()
-            .map(|i| flatten_group(&i.delta, &names, numel))
+            .map(|i| flatten_group(i.delta, &names, numel))
             .collect();
         let prev = previous.map(|p| flatten_group(p, &names, numel));
         let weights: Vec<f64> = inputs

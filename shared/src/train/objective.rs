@@ -199,6 +199,7 @@ pub fn masked_diffusion_loss_with(
     let flat: Vec<u32> = n.noisy.iter().flatten().copied().collect();
     let ids = Tensor::from_vec(flat, (batch.len(), batch.seq_len()), &dev)?;
     let mut fb = model.plain_batch(&ids)?;
+    fb.key_mask = batch.key_mask_tensor(&dev)?;
     fb.t = Some(n.t);
     let fwd = model.forward_full(&fb, None)?;
     weighted_ce(&fwd.logits, &n.index, &n.targets, &n.weights, &dev)

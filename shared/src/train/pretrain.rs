@@ -15,7 +15,7 @@ use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::batch::{Example, PackedBatch, pack};
+use super::batch::{Example, PackedBatch, pack, vary_answer_regions};
 use super::objective::{NoiseOptions, Objective, masked_diffusion_loss_with, noise_with};
 use super::trainer::{Schedule, Trainer};
 use crate::model::{Config, Error, checkpoint};
@@ -53,6 +53,11 @@ pub struct PretrainOptions {
     /// Fraction of each batch's rows that are SFT-style (prompt never masked), spread evenly
     /// through the batch (see [`is_sft_row`]); 0.5 alternates pretraining and SFT rows.
     pub sft_share: f64,
+    /// Shorten each SFT row to its prompt plus an answer region of random length (see
+    /// [`super::batch::draw_region`]) instead of filling it with EOS to the row length, so the
+    /// model sees the canvas lengths generation uses. `false`: every row is the step's length
+    /// (how the committed `tiny` base was trained).
+    pub vary_sft_canvas: bool,
 }
 
 impl PretrainOptions {
@@ -230,6 +235,7 @@ pub fn pretrain(
     }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut len_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5EC1_E0A7_D1CE_0001);
+    let mut region_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0A25_3E61_0B5E_0002);
     let end = opts.until.unwrap_or(opts.steps).min(opts.steps);
     for step in 0..end {
         let examples = next_batch(step);
@@ -237,7 +243,22 @@ pub fn pretrain(
             None => opts.seq_len,
             Some(min) => step_seq_len(&examples, opts, min, &mut len_rng),
         };
-        let batch = mixed_batch(&examples, seq_len, &opts.config, opts.pack, opts.sft_share);
+        let mut batch = mixed_batch(&examples, seq_len, &opts.config, opts.pack, opts.sft_share);
+        if opts.vary_sft_canvas {
+            let rows: Vec<(Example, bool)> =
+                row_groups(&examples, opts.pack.max(1), opts.sft_share)
+                    .into_iter()
+                    .map(|(group, sft)| (group[0].clone(), sft))
+                    .collect();
+            let (row_examples, sft): (Vec<Example>, Vec<bool>) = rows.into_iter().unzip();
+            vary_answer_regions(
+                &mut batch,
+                &row_examples,
+                |r| sft[r],
+                opts.config.specials.pad,
+                &mut region_rng,
+            );
+        }
         if step < start {
             // Replays the noise stream (cheap, no forward) so a resumed run sees the same masks.
             let mask = opts.config.specials.mask;
@@ -358,6 +379,7 @@ mod tests {
             out: PathBuf::new(),
             save_dtype: DType::F32,
             resume: false,
+            vary_sft_canvas: false,
             pack,
             until: None,
             min_seq_len,
@@ -510,6 +532,8 @@ mod tests {
         opts.lr = 1e-2;
         opts.weight_decay = 0.01;
         opts.save_every = 3;
+        // The varied SFT canvases draw from their own stream, which the resume must replay.
+        opts.vary_sft_canvas = true;
         // f16 on disk: only the f32 master weights in the optimiser file make the resume exact.
         opts.save_dtype = DType::F16;
         let straight = PathBuf::from(tmp.path()).join("straight");
