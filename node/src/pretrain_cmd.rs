@@ -171,16 +171,23 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     );
     if args.resume && args.out.join("config.json").is_file() {
         let step = std::fs::read_to_string(args.out.join("step")).unwrap_or_default();
+        let step = step.trim().parse::<usize>().unwrap_or(0);
         let state = args.out.join(ruvdllm::train::OPTIMIZER_FILE);
-        eprintln!(
-            "resuming at step {} ({})",
-            step.trim().parse::<usize>().unwrap_or(0),
-            if state.is_file() {
-                "with the saved optimiser state"
-            } else {
-                "no optimiser state: zero AdamW moments"
-            }
-        );
+        if step == 0 {
+            eprintln!(
+                "a fresh schedule from the weights in {}",
+                args.out.display()
+            );
+        } else {
+            eprintln!(
+                "resuming at step {step} ({})",
+                if state.is_file() {
+                    "with the saved optimiser state"
+                } else {
+                    "no optimiser state: zero AdamW moments"
+                }
+            );
+        }
     }
     let bar = ProgressBar::new(args.steps as u64);
     bar.set_style(
