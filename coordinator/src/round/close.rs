@@ -2,7 +2,7 @@
 //!
 //! Inputs are ordered by node id before aggregating, so the result does not depend on arrival
 //! order (or on whether the coordinator restarted mid-round); an offline
-//! [`aggregate_bands`] over the same deltas in the same order, with the pre-round global as the
+//! [`ruvdllm::aggregate::daf::aggregate_bands`] over the same deltas in the same order, with the pre-round global as the
 //! previous global of the cosine pre-filter, gives the same global bit for bit.
 
 use std::collections::BTreeMap;
