@@ -39,6 +39,12 @@ pub struct FinetuneArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 64)]
     pub seq_len: usize,
+    /// Training rows' canvas: `varied` ends each row at its prompt plus an answer region of
+    /// random length (so the adapter answers on generation's prompt + `gen_length` canvases);
+    /// `fixed` pads every row with EOS to `--seq-len` (before session 7, and the README's
+    /// TALoRA table).
+    #[arg(long, value_enum, default_value_t = crate::pretrain_cmd::SftCanvas::Varied)]
+    pub sft_canvas: crate::pretrain_cmd::SftCanvas,
     #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
     /// Seed of the frozen A matrices (the same for every node of a run).
@@ -165,6 +171,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
         seq_len: args.seq_len,
         lr: args.lr,
         schedule,
+        vary_canvas: args.sft_canvas == crate::pretrain_cmd::SftCanvas::Varied,
         ..TrainOptions::default()
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ 0x007A_105A);
