@@ -53,8 +53,8 @@ pub struct PretrainArgs {
     #[arg(long, value_enum, default_value_t = SftCanvas::Varied)]
     pub sft_canvas: SftCanvas,
     /// Continue from the checkpoint in `--out`. Every checkpoint carries `optimizer.safetensors`
-    /// (AdamW's moments, the step, and f32 master weights when `--dtype` is lower), so the resumed
-    /// run is the uninterrupted one; a checkpoint without it resumes with zero moments.
+    /// (AdamW's moments, the step and f32 master weights, written before the `step` file), so the
+    /// resumed run is the uninterrupted one; a checkpoint without it resumes with zero moments.
     #[arg(long)]
     pub resume: bool,
     /// Samples packed per pretraining-style row, joined by EOS (1 = one sample + EOS padding).

@@ -214,14 +214,17 @@ pub fn pretrain(
                     reason: e.to_string(),
                 })?;
             if info.step != start {
-                return Err(Error::Checkpoint {
-                    path: state_path.display().to_string(),
-                    reason: format!(
-                        "optimiser state is at step {} but the checkpoint at step {start} \
-                         (an interrupted save?); delete the file to resume with fresh moments",
-                        info.step
-                    ),
-                });
+                // The state holds weights, moments and step of one instant (it is written whole,
+                // atomically, before the `step` file), so it wins over a `step` file that an
+                // interrupted save left behind.
+                tracing::warn!(
+                    "{}: the optimiser state is at step {} but the `step` file says {start}; \
+                     resuming at step {} from the state",
+                    opts.out.display(),
+                    info.step,
+                    info.step
+                );
+                start = info.step;
             }
         } else {
             tracing::warn!(
@@ -293,7 +296,7 @@ pub fn pretrain(
         if done || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
             checkpoint::save(&varmap, &opts.config, &opts.out, opts.save_dtype)?;
             trainer
-                .save_state(&names, opts.save_dtype != DType::F32, &state_path)
+                .save_state(&names, true, &state_path)
                 .map_err(|e| Error::Checkpoint {
                     path: state_path.display().to_string(),
                     reason: e.to_string(),
@@ -309,8 +312,8 @@ pub fn pretrain(
 }
 
 /// The optimiser state beside a pretraining checkpoint (see [`Trainer::save_state`]): AdamW's
-/// moments, the step count and, when the weights are saved below f32, the f32 master weights, so
-/// `--resume` continues the run exactly.
+/// moments, the step count and the f32 master weights, all of one instant, so `--resume`
+/// continues the run exactly even when the weights on disk are f16 or a save was interrupted.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// The trainable variables sorted by name (the names the optimiser state is saved under).
@@ -572,19 +575,26 @@ mod tests {
     }
 
     #[test]
-    fn resume_refuses_a_state_from_another_step() {
+    fn resume_trusts_the_optimiser_state_over_a_stale_step_file() {
         let tmp = tempfile::tempdir().unwrap();
         let mut opts = test_options(&micro_config(), 2, 12, 1, None);
         opts.steps = 4;
         opts.save_every = 2;
-        opts.out = tmp.path().to_path_buf();
+        opts.lr = 1e-2;
+        opts.out = tmp.path().join("straight");
+        run(&opts).unwrap();
+        let straight = master_weights(&opts.out);
+
+        // A save interrupted between the state file and the `step` file: the state says step 2,
+        // the stale `step` file 1. The state wins, and the run ends where the straight one did.
+        opts.out = tmp.path().join("interrupted");
         opts.until = Some(2);
         run(&opts).unwrap();
-        std::fs::write(tmp.path().join("step"), "4").unwrap();
+        std::fs::write(opts.out.join("step"), "1").unwrap();
         opts.until = None;
         opts.resume = true;
-        let err = run(&opts).unwrap_err().to_string();
-        assert!(err.contains("optimiser state is at step 2"), "{err}");
-        assert!(err.contains("step 4"), "{err}");
+        run(&opts).unwrap();
+        assert_eq!(read_step(&opts.out), 4);
+        assert_eq!(master_weights(&opts.out), straight);
     }
 }
