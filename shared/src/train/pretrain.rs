@@ -296,7 +296,7 @@ pub fn pretrain(
         if done || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
             checkpoint::save(&varmap, &opts.config, &opts.out, opts.save_dtype)?;
             trainer
-                .save_state(&names, true, &state_path)
+                .save_state(&names, &state_path)
                 .map_err(|e| Error::Checkpoint {
                     path: state_path.display().to_string(),
                     reason: e.to_string(),

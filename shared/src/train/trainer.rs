@@ -126,11 +126,11 @@ impl Trainer {
         Ok(norm)
     }
 
-    /// Writes the optimiser state — step count and both moments of every variable, under
-    /// `m.<name>` / `v.<name>` with `names[i]` naming `vars[i]` — and, for each name in `master`,
-    /// the variable's current value in f32 under `w.<name>` (the weights a lower-precision
-    /// checkpoint rounds). Written atomically.
-    pub fn save_state(&self, names: &[String], master: bool, path: &Path) -> Result<()> {
+    /// Writes the optimiser state — step count, both moments of every variable under `m.<name>` /
+    /// `v.<name>` (`names[i]` naming `vars[i]`), and the variable's current value in f32 under
+    /// `w.<name>` (the master weights a lower-precision checkpoint rounds) — atomically, so the
+    /// file alone is one consistent instant of the run.
+    pub fn save_state(&self, names: &[String], path: &Path) -> Result<()> {
         if names.len() != self.vars.len() {
             candle_core::bail!(
                 "{} names for {} optimiser variables",
@@ -142,9 +142,7 @@ impl Trainer {
         for (name, (var, (m, v))) in names.iter().zip(self.vars.iter().zip(&self.moments)) {
             tensors.push((format!("m.{name}"), m.clone()));
             tensors.push((format!("v.{name}"), v.clone()));
-            if master {
-                tensors.push((format!("w.{name}"), var.as_tensor().to_dtype(DType::F32)?));
-            }
+            tensors.push((format!("w.{name}"), var.as_tensor().to_dtype(DType::F32)?));
         }
         let metadata: HashMap<String, String> = [
             ("format".to_string(), STATE_FORMAT.to_string()),
@@ -161,7 +159,8 @@ impl Trainer {
     }
 
     /// Restores what [`Trainer::save_state`] wrote: the step count, every variable's moments and,
-    /// when the file holds them, its f32 master weights. Every tensor must be there with the
+    /// when the file holds them (a state written without them keeps the current values), its f32
+    /// master weights. Every tensor must be there with the
     /// variable's shape; an error names the first that is not (nothing is changed then).
     pub fn load_state(&mut self, names: &[String], path: &Path) -> Result<StateInfo> {
         let err = |reason: String| candle_core::Error::Msg(format!("{}: {reason}", path.display()));
@@ -361,7 +360,7 @@ mod tests {
             let loss = (a.as_tensor().sqr()?.sum_all()? + b.as_tensor().sqr()?.sum_all()?)?;
             tr.step(&loss)?;
         }
-        tr.save_state(&names, true, &path)?;
+        tr.save_state(&names, &path)?;
 
         let a2 = Var::new(&[0f32, 0.0], &dev)?;
         let b2 = Var::new(&[[0f32]], &dev)?;
