@@ -238,7 +238,8 @@ pub fn run(
         let specials = model.config().specials;
         let mut packed = pack(&chunk, opts.seq_len, specials, false);
         if opts.vary_canvas {
-            vary_answer_regions(&mut packed, &chunk, |_| true, specials.pad, rng);
+            let rows: Vec<Option<&Example>> = chunk.iter().map(Some).collect();
+            vary_answer_regions(&mut packed, &rows, specials.pad, rng);
         }
         let k = band.index();
         let loss = masked_diffusion_loss(&views[k], &packed, Objective::Sft, band.t_range(), rng)?;

@@ -85,20 +85,20 @@ pub fn draw_region(answer: usize, max_region: usize, rng: &mut impl rand::RngCor
     lo + (rng.next_u64() % (hi - lo + 1) as u64) as usize
 }
 
-/// Shortens every row `sft(r)` picks to `[BOS] prompt` plus an answer region drawn by
-/// [`draw_region`] (at most what the row holds). Rows whose answer does not fit are left alone.
+/// Shortens every SFT row — `rows[r]` is row `r`'s example, `None` for a row that is not SFT-style
+/// — to `[BOS] prompt` plus an answer region drawn by [`draw_region`] (at most what the row holds).
+/// Rows whose answer does not fit are left alone.
 pub fn vary_answer_regions(
     batch: &mut PackedBatch,
-    examples: &[Example],
-    sft: impl Fn(usize) -> bool,
+    rows: &[Option<&Example>],
     pad: u32,
     rng: &mut impl rand::RngCore,
 ) {
     let l = batch.seq_len();
-    for (r, ex) in examples.iter().enumerate().take(batch.len()) {
-        if !sft(r) {
+    for (r, ex) in rows.iter().enumerate().take(batch.len()) {
+        let Some(ex) = ex else {
             continue;
-        }
+        };
         let start = 1 + ex.prompt.len();
         if start + ex.answer.len() >= l {
             continue;
@@ -229,7 +229,8 @@ mod tests {
         let mut lens = std::collections::BTreeSet::new();
         for _ in 0..50 {
             let mut b = pack(&ex, 10, s, false);
-            vary_answer_regions(&mut b, &ex, |r| r != 1, s.pad, &mut rng);
+            let rows = [Some(&ex[0]), None, Some(&ex[2])];
+            vary_answer_regions(&mut b, &rows, s.pad, &mut rng);
             let mask = b
                 .key_mask
                 .clone()

@@ -248,19 +248,12 @@ pub fn pretrain(
         };
         let mut batch = mixed_batch(&examples, seq_len, &opts.config, opts.pack, opts.sft_share);
         if opts.vary_sft_canvas {
-            let rows: Vec<(Example, bool)> =
+            let rows: Vec<Option<&Example>> =
                 row_groups(&examples, opts.pack.max(1), opts.sft_share)
                     .into_iter()
-                    .map(|(group, sft)| (group[0].clone(), sft))
+                    .map(|(group, sft)| sft.then(|| &group[0]))
                     .collect();
-            let (row_examples, sft): (Vec<Example>, Vec<bool>) = rows.into_iter().unzip();
-            vary_answer_regions(
-                &mut batch,
-                &row_examples,
-                |r| sft[r],
-                opts.config.specials.pad,
-                &mut region_rng,
-            );
+            vary_answer_regions(&mut batch, &rows, opts.config.specials.pad, &mut region_rng);
         }
         if step < start {
             // Replays the noise stream (cheap, no forward) so a resumed run sees the same masks.
