@@ -150,6 +150,7 @@ fn three_nodes_two_rounds_bytes_fields_and_reproducible_loss() {
                 "rejections",
                 "train_loss",
                 "attacker",
+                "screening",
             ] {
                 assert!(n.get(key).is_some(), "node lacks {key}");
             }
@@ -233,6 +234,26 @@ fn norm_bound_rejects_exactly_the_scaling_attackers() {
             assert_eq!(n.accepted, !n.attacker, "{n:?}");
         }
         assert_eq!(r.rejected, 2);
+        // The screening figures are the ones the bound decided on: in every band, each
+        // attacker's norm is above every honest node's.
+        let norms = |attacker: bool, group: &str| -> Vec<f64> {
+            r.nodes
+                .iter()
+                .filter(|n| n.attacker == attacker)
+                .flat_map(|n| n.screening.iter().filter(|s| s.group == group))
+                .map(|s| s.norm.unwrap())
+                .collect()
+        };
+        for group in ["coarse", "domain", "fine"] {
+            let (bad, good) = (norms(true, group), norms(false, group));
+            assert_eq!(bad.len(), 2, "{group}");
+            assert!(!good.is_empty(), "{group}");
+            let honest_max = good.iter().cloned().fold(0.0, f64::max);
+            assert!(
+                bad.iter().all(|&b| b > honest_max),
+                "{group}: {bad:?} vs {good:?}"
+            );
+        }
     }
 }
 

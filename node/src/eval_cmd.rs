@@ -39,6 +39,9 @@ pub struct EvalArgs {
     /// Skip generation (loss and bound only).
     #[arg(long)]
     pub no_generate: bool,
+    /// Print the first K generated answers of each domain beside their references (stderr).
+    #[arg(long, default_value_t = 0)]
+    pub show: usize,
     #[command(flatten)]
     pub sampler: SamplerArgs,
     /// With `--dgr --banks DIR`: the perplexity bound is DGR's (`sampler::nll_bound_dgr`: on
@@ -137,7 +140,7 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
         let em = if args.no_generate || !args.corpus.is_empty() {
             "–".to_string()
         } else {
-            let m = eval::exact_match(
+            let answers = eval::generate_answers(
                 model,
                 tok.as_ref(),
                 samples,
@@ -146,6 +149,16 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
                 args.sampler.seed,
                 retrieval(),
             )?;
+            for a in answers.iter().take(args.show) {
+                eprintln!(
+                    "{name}: {} {:?} → {:?} (reference {:?})",
+                    if a.correct { "✓" } else { "✗" },
+                    a.prompt,
+                    a.generated,
+                    a.reference
+                );
+            }
+            let m = eval::tally(&answers);
             correct += m.correct;
             total += m.total;
             format!("{}/{} ({:.1} %)", m.correct, m.total, 100.0 * m.rate())

@@ -81,6 +81,16 @@ pub struct ExactMatch {
     pub total: usize,
 }
 
+/// One generated answer beside its reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub prompt: String,
+    pub reference: String,
+    /// The decoded text up to the first EOS.
+    pub generated: String,
+    pub correct: bool,
+}
+
 impl ExactMatch {
     pub fn rate(&self) -> f64 {
         if self.total == 0 {
@@ -98,19 +108,42 @@ pub fn score_answers(
     samples: &[Sample],
     out: &sampler::Output,
 ) -> ExactMatch {
-    let mut m = ExactMatch::default();
-    for (s, row) in samples.iter().zip(&out.rows) {
-        let end = row
-            .ids
-            .iter()
-            .position(|&t| t == eos)
-            .unwrap_or(row.ids.len());
-        m.total += 1;
-        if s.is_correct(&tok.decode(&row.ids[..end])) {
-            m.correct += 1;
-        }
+    tally(&decode_answers(tok, eos, samples, out))
+}
+
+/// Decodes each generated row up to its first `eos` and pairs it with its sample's reference.
+pub fn decode_answers(
+    tok: &dyn Tokenizer,
+    eos: u32,
+    samples: &[Sample],
+    out: &sampler::Output,
+) -> Vec<Answer> {
+    samples
+        .iter()
+        .zip(&out.rows)
+        .map(|(s, row)| {
+            let end = row
+                .ids
+                .iter()
+                .position(|&t| t == eos)
+                .unwrap_or(row.ids.len());
+            let generated = tok.decode(&row.ids[..end]);
+            Answer {
+                prompt: s.prompt.clone(),
+                reference: s.answer.clone(),
+                correct: s.is_correct(&generated),
+                generated,
+            }
+        })
+        .collect()
+}
+
+/// Counts the correct answers.
+pub fn tally(answers: &[Answer]) -> ExactMatch {
+    ExactMatch {
+        correct: answers.iter().filter(|a| a.correct).count(),
+        total: answers.len(),
     }
-    m
 }
 
 /// Generates an answer for each sample's prompt (`[BOS] prompt`, batched) and compares it with
@@ -125,8 +158,21 @@ pub fn exact_match(
     seed: u64,
     retrieval: Option<sampler::Retrieval<'_>>,
 ) -> std::result::Result<ExactMatch, sampler::Error> {
+    generate_answers(model, tok, samples, options, batch, seed, retrieval).map(|a| tally(&a))
+}
+
+/// [`exact_match`] with every generated answer: one [`Answer`] per sample, in order.
+pub fn generate_answers(
+    model: &Model,
+    tok: &dyn Tokenizer,
+    samples: &[Sample],
+    options: &Options,
+    batch: usize,
+    seed: u64,
+    retrieval: Option<sampler::Retrieval<'_>>,
+) -> std::result::Result<Vec<Answer>, sampler::Error> {
     let specials = model.config().specials;
-    let mut result = ExactMatch::default();
+    let mut answers = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(batch.max(1)) {
         let prompts: Vec<Vec<u32>> = chunk
             .iter()
@@ -145,9 +191,61 @@ pub fn exact_match(
             retrieval,
             |_| std::ops::ControlFlow::Continue(()),
         )?;
-        let m = score_answers(tok, specials.eos, chunk, &out);
-        result.correct += m.correct;
-        result.total += m.total;
+        answers.extend(decode_answers(tok, specials.eos, chunk, &out));
     }
-    Ok(result)
+    Ok(answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::ByteTokenizer;
+
+    fn row(ids: Vec<u32>) -> sampler::RowOutput {
+        sampler::RowOutput {
+            ids,
+            stopped_at_eos: false,
+            steps: 0,
+            nfe: 0,
+        }
+    }
+
+    #[test]
+    fn answers_end_at_the_first_eos_and_are_scored_trimmed() {
+        let tok = ByteTokenizer;
+        let eos = 258;
+        let sample = |p: &str, a: &str| Sample {
+            domain: None,
+            prompt: p.into(),
+            answer: a.into(),
+        };
+        let samples = [sample("1+1=", "2"), sample("The capital of X is", " Y.")];
+        let mut a: Vec<u32> = "2".bytes().map(u32::from).collect();
+        a.extend([eos, u32::from(b'9'), eos]);
+        // Text after the first EOS is ignored; a missing EOS keeps the whole row.
+        let b: Vec<u32> = " Z.".bytes().map(u32::from).collect();
+        let out = sampler::Output {
+            rows: vec![row(a), row(b)],
+            steps: 0,
+            nfe: 0,
+            window_nfe: 0,
+            cancelled: false,
+            dgr_applied: 0,
+            dgr_used: Default::default(),
+        };
+        let answers = decode_answers(&tok, eos, &samples, &out);
+        assert_eq!(answers[0].generated, "2");
+        assert!(answers[0].correct);
+        assert_eq!(answers[1].generated, " Z.");
+        assert_eq!(answers[1].reference, " Y.");
+        assert!(!answers[1].correct);
+        assert_eq!(
+            tally(&answers),
+            ExactMatch {
+                correct: 1,
+                total: 2
+            }
+        );
+        assert_eq!(score_answers(&tok, eos, &samples, &out), tally(&answers));
+    }
 }

@@ -22,6 +22,20 @@ pub struct GroupSummary {
     pub fallback: Option<String>,
     pub used: usize,
     pub rejected: Vec<(String, String)>,
+    /// Every input's screening figures, in input order.
+    pub screen: Vec<Screen>,
+}
+
+/// What the aggregation measured of one input in one band group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Screen {
+    pub node: String,
+    /// L2 norm (`None` for non-finite values).
+    pub norm: Option<f64>,
+    /// Cosine to the pre-filter's reference, when that filter ran (the lower one for two).
+    pub cosine: Option<f64>,
+    /// Effective share of the aggregate, where the rule reports one.
+    pub weight: Option<f64>,
 }
 
 /// The record of one closed round.
@@ -138,6 +152,17 @@ pub fn close_round(
                                 Some((r.node_id.clone(), why.to_string()))
                             }
                             _ => None,
+                        })
+                        .collect(),
+                    screen: gr
+                        .outcome
+                        .inputs
+                        .iter()
+                        .map(|r| Screen {
+                            node: r.node_id.clone(),
+                            norm: r.norm,
+                            cosine: r.cosine,
+                            weight: r.weight,
                         })
                         .collect(),
                 })

@@ -9,7 +9,7 @@ mod machine;
 mod reject;
 pub mod state;
 
-pub use close::{CloseReport, GroupSummary};
+pub use close::{CloseReport, GroupSummary, Screen};
 pub use machine::{Action, Config, Event, Machine, Submission};
 pub use reject::Reject;
 pub use state::{AcceptedMeta, RoundState};

@@ -179,6 +179,7 @@ mod tests {
                         accepted: true,
                         reason: None,
                         rejections: vec![],
+                        screening: vec![],
                         train_loss: Some(0.1),
                         attacker: false,
                     })

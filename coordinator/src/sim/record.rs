@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::cluster::node_id;
 use super::events::{Bytes, NodeEvents};
-use super::report::{Latency, NodeRound, Quality, RoundRecord};
+use super::report::{BandScreen, Latency, NodeRound, Quality, RoundRecord};
 use crate::service::ClosedRound;
 
 /// Short category of an aggregation rejection message (`RejectReason`'s display form).
@@ -89,6 +89,22 @@ pub fn build(
                     .collect()
             })
             .unwrap_or_default();
+        let screening = closed
+            .report
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.screen
+                    .iter()
+                    .filter(|s| s.node == id)
+                    .map(|s| BandScreen {
+                        group: g.group.clone(),
+                        norm: s.norm,
+                        cosine: s.cosine,
+                        weight: s.weight,
+                    })
+            })
+            .collect();
         let accepted = e.outcome.is_some()
             && refusal.is_none()
             && closed.report.failed.is_none()
@@ -104,6 +120,7 @@ pub fn build(
             rejections,
             train_loss: e.train_loss.is_finite().then_some(e.train_loss),
             attacker: v.attacker,
+            screening,
         });
     }
     let fetched = nodes.iter().filter_map(|v| v.events.fetched_at).max();
@@ -155,7 +172,7 @@ mod tests {
     use ruvdllm::delta::Delta;
 
     use super::*;
-    use crate::round::{CloseReport, GroupSummary};
+    use crate::round::{CloseReport, GroupSummary, Screen};
 
     #[test]
     fn rows_count_refusals_and_band_rejections() {
@@ -172,6 +189,20 @@ mod tests {
                     fallback: None,
                     used: 1,
                     rejected: vec![(node_id(1), "norm 2.0e0 > bound 1.0e0".into())],
+                    screen: vec![
+                        Screen {
+                            node: node_id(0),
+                            norm: Some(1.0),
+                            cosine: Some(0.25),
+                            weight: Some(1.0),
+                        },
+                        Screen {
+                            node: node_id(1),
+                            norm: Some(2.0),
+                            cosine: None,
+                            weight: None,
+                        },
+                    ],
                 }],
                 failed: None,
             },
@@ -206,6 +237,11 @@ mod tests {
         assert_eq!((r.accepted, r.rejected), (1, 2));
         assert_eq!(r.nodes[0].socket_up, 10);
         assert_eq!(r.nodes[1].rejections.len(), 1);
+        assert_eq!(r.nodes[0].screening.len(), 1);
+        assert_eq!(r.nodes[0].screening[0].group, "domain");
+        assert_eq!(r.nodes[0].screening[0].cosine, Some(0.25));
+        assert_eq!(r.nodes[1].screening[0].norm, Some(2.0));
+        assert!(r.nodes[2].screening.is_empty());
         assert_eq!(r.rejected_by_reason["domain:norm-bound"], 1);
         assert_eq!(r.rejected_by_reason["stale-round"], 1);
         assert!((r.latency.distribute_s - 0.010).abs() < 1e-9);

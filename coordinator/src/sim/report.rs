@@ -74,6 +74,19 @@ pub struct NodeRound {
     #[serde(default)]
     pub train_loss: Option<f64>,
     pub attacker: bool,
+    /// Per band group, what the aggregation measured of this update (norm, cosine to the
+    /// pre-filter's reference, weight): the figures the pre-filters and rules decided on.
+    #[serde(default)]
+    pub screening: Vec<BandScreen>,
+}
+
+/// One band group's figures for one node's update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandScreen {
+    pub group: String,
+    pub norm: Option<f64>,
+    pub cosine: Option<f64>,
+    pub weight: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,6 +282,7 @@ mod tests {
                 accepted: false,
                 reason: Some("non-finite".into()),
                 rejections: vec![],
+                screening: vec![],
                 train_loss: Some(0.5),
                 attacker: true,
             }],
