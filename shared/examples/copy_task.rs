@@ -65,28 +65,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fresh: Vec<Sample> = (0..32).map(|_| copy_sample(&mut rng)).collect();
     let pool = ruvdllm::eval::examples(&train, &tok);
     let opts = PretrainOptions {
-        config: Config::tiny(),
         steps: args.steps,
         batch_size: args.batch_size,
         seq_len: args.seq_len,
         lr: args.lr,
         warmup: 50.min(args.steps / 4),
-        weight_decay: 0.01,
-        grad_clip: 1.0,
         seed: 1,
-        save_every: 0,
-        out: args.out.clone(),
-        save_dtype: DType::F32,
-        resume: false,
-        pack: 1,
-        until: None,
-        min_seq_len: None,
         noise: NoiseOptions {
             stratified_t: true,
             weighting: Weighting::Mean,
         },
         sft_share: 1.0,
-        vary_sft_canvas: true,
+        ..PretrainOptions::new(Config::tiny(), &args.out)
     };
     let per = opts.examples_per_step();
     let mut cursor = 0usize;

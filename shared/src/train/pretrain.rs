@@ -61,6 +61,34 @@ pub struct PretrainOptions {
 }
 
 impl PretrainOptions {
+    /// Options with `node pretrain`'s defaults (2,000 steps, batch 32 × 64, lr 2e-3 with 100
+    /// warm-up steps, weight decay 0.01, clipping 1.0, seed 0, half the rows SFT on varied
+    /// canvases, LLaDA's noise), saving f32 weights only at the end; set the rest with struct
+    /// update syntax.
+    pub fn new(config: Config, out: impl Into<PathBuf>) -> Self {
+        Self {
+            config,
+            steps: 2000,
+            batch_size: 32,
+            seq_len: 64,
+            lr: 2e-3,
+            warmup: 100,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            seed: 0,
+            save_every: 0,
+            out: out.into(),
+            save_dtype: DType::F32,
+            resume: false,
+            pack: 1,
+            until: None,
+            min_seq_len: None,
+            noise: NoiseOptions::default(),
+            sft_share: 0.5,
+            vary_sft_canvas: true,
+        }
+    }
+
     /// Examples `next_batch` must supply per step: one per SFT row, `pack` per pretraining row.
     pub fn examples_per_step(&self) -> usize {
         let sft_rows = sft_rows(self.batch_size, self.sft_share);
@@ -362,25 +390,16 @@ mod tests {
         min_seq_len: Option<usize>,
     ) -> PretrainOptions {
         PretrainOptions {
-            config: cfg.clone(),
             steps: 1,
             batch_size,
             seq_len,
             lr: 1e-3,
             warmup: 0,
             weight_decay: 0.0,
-            grad_clip: 1.0,
-            seed: 0,
-            save_every: 0,
-            out: PathBuf::new(),
-            save_dtype: DType::F32,
-            resume: false,
             vary_sft_canvas: false,
             pack,
-            until: None,
             min_seq_len,
-            noise: NoiseOptions::default(),
-            sft_share: 0.5,
+            ..PretrainOptions::new(cfg.clone(), PathBuf::new())
         }
     }
 
