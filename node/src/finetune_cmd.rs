@@ -71,6 +71,13 @@ pub struct FinetuneArgs {
     /// Skip exact match (no generation).
     #[arg(long)]
     pub no_generate: bool,
+    /// Token weighting of the loss: `elbo` (LLaDA's 1/p) or `mean` (plain mean cross-entropy over
+    /// the masked tokens: low-variance, what memorising a fact table needs in the fine band).
+    #[arg(long, default_value = "elbo")]
+    pub weighting: ruvdllm::train::Weighting,
+    /// Low-discrepancy t across each batch's rows, inside the band.
+    #[arg(long)]
+    pub stratified_t: bool,
     /// Seed of the training noise and data order, the evaluation noise and the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -172,6 +179,10 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
         lr: args.lr,
         schedule,
         vary_canvas: args.sft_canvas == crate::pretrain_cmd::SftCanvas::Varied,
+        noise: ruvdllm::train::NoiseOptions {
+            stratified_t: args.stratified_t,
+            weighting: args.weighting,
+        },
         ..TrainOptions::default()
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ 0x007A_105A);

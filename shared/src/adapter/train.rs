@@ -22,7 +22,9 @@ use super::talora::Talora;
 use crate::delta::{Delta, NamedTensor};
 use crate::model::Model;
 use crate::train::batch::vary_answer_regions;
-use crate::train::{Example, Objective, Schedule, Trainer, masked_diffusion_loss, pack};
+use crate::train::{
+    Example, NoiseOptions, Objective, Schedule, Trainer, masked_diffusion_loss_with, pack,
+};
 
 /// Which band each step trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +98,11 @@ pub struct TrainOptions {
     /// `seq_len` (see [`crate::train::batch::draw_region`]): the adapter then answers on the
     /// canvas lengths generation uses, not only on `seq_len`-long ones.
     pub vary_canvas: bool,
+    /// How rows draw `t` inside the band and how masked tokens are weighted. LLaDA's 1/p weights
+    /// (the default) are what the perplexity bound measures, but inside the fine band (t ≤ 0.3,
+    /// p down to ε) a row with a tiny `t` carries weights up to 1/ε and dominates a small batch;
+    /// `Weighting::Mean` with stratified `t` is the low-variance denoiser signal.
+    pub noise: NoiseOptions,
 }
 
 impl Default for TrainOptions {
@@ -110,6 +117,7 @@ impl Default for TrainOptions {
             grad_clip: 1.0,
             schedule: BandSchedule::RoundRobin,
             vary_canvas: true,
+            noise: NoiseOptions::default(),
         }
     }
 }
@@ -242,7 +250,14 @@ pub fn run(
             vary_answer_regions(&mut packed, &rows, specials.pad, rng);
         }
         let k = band.index();
-        let loss = masked_diffusion_loss(&views[k], &packed, Objective::Sft, band.t_range(), rng)?;
+        let loss = masked_diffusion_loss_with(
+            &views[k],
+            &packed,
+            Objective::Sft,
+            band.t_range(),
+            opts.noise,
+            rng,
+        )?;
         losses[k].push(loss.to_scalar::<f32>()? as f64);
         trainers[k].step(&loss)?;
         report.bands[k].steps += 1;
