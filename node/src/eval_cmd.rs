@@ -16,6 +16,10 @@ pub struct EvalArgs {
     /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
+    /// `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: ruvdllm::model::DeviceSpec,
     /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
     #[arg(long)]
     pub talora: Option<PathBuf>,
@@ -52,7 +56,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
-    let (mut loaded, tok) = crate::model_arg::load(args.model.as_deref())?;
+    let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
     if let Some(dir) = &args.talora {
         crate::model_arg::attach_talora(&mut loaded.model, dir)?;
     }

@@ -24,6 +24,10 @@ pub struct FinetuneArgs {
     /// Base checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
+    /// `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: ruvdllm::model::DeviceSpec,
     /// Domain of the built-in data to fine-tune on.
     #[arg(long)]
     pub domain: Domain,
@@ -139,7 +143,7 @@ fn row(name: &str, m: &Metrics) -> String {
 }
 
 pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
-    let (loaded, tok) = crate::model_arg::load(args.model.as_deref())?;
+    let (loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
     let base = loaded.model;
     let spec = Spec::new(
         Spec::parse_ranks(&args.ranks)?,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ruvdllm::candle_core::{DType, Device};
-use ruvdllm::model::LoadedModel;
+use ruvdllm::model::{DeviceSpec, LoadedModel};
 use ruvdllm::tokenizer::{self, Tokenizer};
 
 /// The model folder or file: `--model`, else the committed `tiny` base.
@@ -15,10 +15,21 @@ pub fn resolve(model: Option<&Path>) -> PathBuf {
         .unwrap_or_else(ruvdllm::eval::tiny_base_dir)
 }
 
+/// [`load_on`] the CPU.
 pub fn load(model: Option<&Path>) -> anyhow::Result<(LoadedModel, Box<dyn Tokenizer>)> {
+    load_on(model, DeviceSpec::Cpu)
+}
+
+/// Loads the model (f32) onto `device` with its tokenizer, checking that the tokenizer's ids fit
+/// the model's vocabulary.
+pub fn load_on(
+    model: Option<&Path>,
+    device: DeviceSpec,
+) -> anyhow::Result<(LoadedModel, Box<dyn Tokenizer>)> {
     let path = resolve(model);
-    let loaded = ruvdllm::model::load(&path, DType::F32, &Device::Cpu)
-        .with_context(|| format!("loading model from {}", path.display()))?;
+    let dev: Device = device.open()?;
+    let loaded = ruvdllm::model::load(&path, DType::F32, &dev)
+        .with_context(|| format!("loading model from {} onto {device}", path.display()))?;
     let tok = tokenizer::load(loaded.tokenizer_dir.as_deref()).context("loading the tokenizer")?;
     anyhow::ensure!(
         tok.vocab_size() <= loaded.config.vocab_size,

@@ -82,6 +82,10 @@ pub struct PretrainArgs {
     /// and its EOS padding only), spread evenly through the batch; the rest are pretraining-style.
     #[arg(long, default_value_t = 0.5)]
     pub sft_share: f64,
+    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
+    /// `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: ruvdllm::model::DeviceSpec,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
@@ -158,12 +162,14 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         },
         sft_share: args.sft_share,
         vary_sft_canvas: args.sft_canvas == SftCanvas::Varied,
+        device: args.device.open()?,
     };
     debug_assert_eq!(opts.examples_per_step(), per_step);
     eprintln!(
-        "pretraining `{}` ({:.2} M params) for {} steps of {}×{} tokens → {}",
+        "pretraining `{}` ({:.2} M params) on {} for {} steps of {}×{} tokens → {}",
         args.preset,
         config.n_params() as f64 / 1e6,
+        args.device,
         args.steps,
         bs,
         args.seq_len,

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
+    /// `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: ruvdllm::model::DeviceSpec,
     /// Model id clients must name (default: the folder or file name).
     #[arg(long)]
     pub model_id: Option<String>,
@@ -105,7 +109,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
     config.validate().context("invalid serve limits")?;
     let path = crate::model_arg::resolve(args.model.as_deref());
-    let (loaded, tok) = crate::model_arg::load(args.model.as_deref())?;
+    let (loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
     tracing::info!(model = %path.display(), kind = %loaded.kind, "model loaded");
     let id = args.model_id.clone().unwrap_or_else(|| default_id(&path));
     let handle = ModelHandle::from_loaded(id, loaded, tok).context("serving the model")?;

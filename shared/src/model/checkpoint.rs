@@ -189,7 +189,7 @@ pub fn load_into_varmap(varmap: &mut VarMap, dir: &Path) -> Result<Config, Error
                 format!("missing tensor `{name}` (shape {:?})", var.dims()),
             )
         })?;
-        var.set(&t.to_dtype(var.dtype())?)?;
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
     }
     Ok(own.config)
 }

@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod gguf;
 pub mod layers;
 pub mod lora;
@@ -18,6 +19,7 @@ pub mod weights;
 
 pub use checkpoint::{LoadedModel, load};
 pub use config::{Arch, Config};
+pub use device::DeviceSpec;
 pub use transformer::{Forward, KvCache, Model};
 pub use weights::{LayerRole, Naming, Role, Weight, WeightSource};
 
@@ -26,6 +28,9 @@ pub use weights::{LayerRole, Naming, Role, Weight, WeightSource};
 pub enum Error {
     #[error("invalid model config: {0}")]
     Config(String),
+    /// A `--device` value that cannot be parsed or opened.
+    #[error("{0}")]
+    Device(String),
     #[error("tensor `{name}` is missing (expected shape {expected:?})")]
     MissingTensor { name: String, expected: Vec<usize> },
     #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]

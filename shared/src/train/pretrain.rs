@@ -58,6 +58,9 @@ pub struct PretrainOptions {
     /// model sees the canvas lengths generation uses. `false`: every row is the step's length
     /// (how the committed `tiny` base was trained).
     pub vary_sft_canvas: bool,
+    /// Where the model trains (`Device::Cpu` by default; a CUDA device in a `cuda` build).
+    /// Checkpoints and the optimiser state are written the same from either.
+    pub device: Device,
 }
 
 impl PretrainOptions {
@@ -86,6 +89,7 @@ impl PretrainOptions {
             noise: NoiseOptions::default(),
             sft_share: 0.5,
             vary_sft_canvas: true,
+            device: Device::Cpu,
         }
     }
 
@@ -208,7 +212,7 @@ pub fn pretrain(
     mut next_batch: impl FnMut(usize) -> Vec<Example>,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<VarMap, Error> {
-    let device = Device::Cpu;
+    let device = opts.device.clone();
     let mut varmap = VarMap::new();
     let model = checkpoint::trainable(&varmap, &opts.config, &device)?;
     let mut start = 0;
