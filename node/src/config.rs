@@ -271,6 +271,9 @@ pub struct File {
     pub base_model: PathBuf,
     /// Explicit base-model hash (overrides hashing `base_model`).
     pub base_model_hash: String,
+    /// Where the node trains and serves: `cpu` (default), `cuda` or `cuda:N` (GPUs need a node
+    /// built with `--features cuda`).
+    pub device: String,
     /// Codec mode for updates: f32, f16, bf16, int8, int8-row, int4, optionally `+topk:<f>`.
     pub codec: String,
     pub zstd_level: i32,
@@ -299,6 +302,7 @@ impl Default for File {
             server_name: "localhost".into(),
             base_model: PathBuf::new(),
             base_model_hash: String::new(),
+            device: "cpu".into(),
             codec: "int8".into(),
             zstd_level: 3,
             max_adapter_bytes: 256 << 20,
@@ -343,6 +347,8 @@ pub struct Settings {
     pub validation: usize,
     /// The base checkpoint to train on (`None`: the committed tiny base).
     pub model: Option<PathBuf>,
+    /// The device the model trains and serves on.
+    pub device: ruvdllm::model::DeviceSpec,
     pub train: TrainSettings,
     /// Bank folder (`None`: in memory) and key seed.
     pub banks_dir: Option<PathBuf>,
@@ -434,6 +440,10 @@ impl File {
                 "must be positive and at most backoff_max_ms",
             ));
         }
+        let device = self
+            .device
+            .parse::<ruvdllm::model::DeviceSpec>()
+            .map_err(|e| invalid("device", e.to_string()))?;
         let base_model_hash = if !self.base_model_hash.is_empty() {
             ruvdllm_proto::types::check_hash("base_model_hash", &self.base_model_hash)
                 .map_err(|e| invalid("base_model_hash", e.to_string()))?;
@@ -549,6 +559,7 @@ impl File {
             samples: d.samples,
             validation: d.validation,
             model: (!self.base_model.as_os_str().is_empty()).then(|| self.base_model.clone()),
+            device,
             train: self.train.validate()?,
             banks_dir: (!self.banks.dir.as_os_str().is_empty()).then(|| self.banks.dir.clone()),
             key_seed: self.banks.key_seed,
@@ -631,6 +642,13 @@ mod tests {
                 .to_string()
                 .contains("base_model_hash")
         );
+        let f = File {
+            node_id: "n1".into(),
+            device: "tpu:0".into(),
+            ..File::default()
+        };
+        let e = f.validate().unwrap_err().to_string();
+        assert!(e.contains("device") && e.contains("cuda:N"), "{e}");
     }
 
     #[test]

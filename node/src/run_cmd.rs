@@ -45,7 +45,7 @@ pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
 
 /// The TALoRA trainer for validated settings: loads the model and the node's data.
 pub fn trainer_for(settings: &Settings) -> anyhow::Result<TaloraTrainer> {
-    let (loaded, tok) = crate::model_arg::load(settings.model.as_deref())?;
+    let (loaded, tok) = crate::model_arg::load_on(settings.model.as_deref(), settings.device)?;
     let t = &settings.train;
     // Room for BOS and at least one EOS in a packed row.
     let max_len = t.options.seq_len.saturating_sub(2);
