@@ -115,6 +115,9 @@ pub struct SimArgs {
     /// Base model (default: the committed tiny base).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Compute device of the nodes' model: `cpu`, `cuda` or `cuda:N` (a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: ruvdllm::model::DeviceSpec,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output folder: report.json, plots, adapters, state, certificates.
@@ -206,6 +209,7 @@ impl SimConfig {
             "corpus": a.corpus,
             "processes": a.processes,
             "model": a.model,
+            "device": a.device.to_string(),
             "seed": a.seed,
             "eval_n": a.eval_n,
             "mc": a.mc,

@@ -143,6 +143,7 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
         server_name: target.server_name.clone(),
         base_model: prep.model_path.clone(),
         base_model_hash: prep.base_hash.clone(),
+        device: a.device.to_string(),
         codec: prep.cfg.mode.to_string(),
         zstd_level: 3,
         max_adapter_bytes: 256 << 20,

@@ -258,9 +258,10 @@ fn summarize(report: &Report, obs: &dyn Observer, out: &OutDir, plots: &[PathBuf
 
 fn prepare(cfg: SimConfig) -> anyhow::Result<Prepared> {
     let a = &cfg.args;
-    let out = OutDir::create(&a.out)?;
+    // The model (and its device) first: a refused device or checkpoint leaves no output folder.
     let model_path = ruvdllm_node::model_arg::resolve(a.model.as_deref());
-    let (loaded, tok) = ruvdllm_node::model_arg::load(a.model.as_deref())?;
+    let (loaded, tok) = ruvdllm_node::model_arg::load_on(a.model.as_deref(), a.device)?;
+    let out = OutDir::create(&a.out)?;
     let base_hash = ruvdllm_node::model_arg::checkpoint_hash(&model_path)
         .with_context(|| format!("hashing {}", model_path.display()))?;
     let model = Arc::new(loaded.model);
