@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the `node` binary with `--features cuda` (so `--device cuda` works in pretrain, finetune,
-# generate, eval and serve).
+# Builds `node` and `coordinator` with their `cuda` features (so `--device cuda` works in node
+# pretrain, finetune, generate, eval, serve and run, and in coordinator simulate).
 #
 # With a CUDA toolkit installed (nvcc on PATH), this is only
-#     CUDA_COMPUTE_CAP=90 cargo build --release -p ruvdllm-node --features cuda
+#     CUDA_COMPUTE_CAP=90 cargo build --release -p ruvdllm-node -p ruvdllm-coordinator \
+#         --features ruvdllm-node/cuda,ruvdllm-coordinator/cuda
 # Without one (a CI box, a laptop, a build machine with no GPU), the script fetches the pieces of
 # the toolkit that the build needs from NVIDIA's wheels on PyPI (nvcc, its crt headers and cicc,
 # the runtime headers, cccl, and the cuBLAS / cuRAND / NVRTC / cudart libraries the binary links
@@ -12,7 +13,7 @@
 # driver is what the binary loads at run time). Candle compiles its kernels to PTX for
 # CUDA_COMPUTE_CAP (default 90: H100/H200; 80 = A100, 89 = L4/RTX 40xx).
 #
-#     bash deploy/gpu/build-cuda.sh            # → target/release/node (needs python3 -m pip, unzip, gcc)
+#     bash deploy/gpu/build-cuda.sh   # → target/release/{node,coordinator} (needs python3 -m pip, unzip, gcc)
 #
 # Environment: CUDA_VERSION (default 13.0; match the GPU machine's driver: `nvidia-smi` prints the
 # highest CUDA version it supports), CUDA_COMPUTE_CAP, CARGO_TARGET_DIR.
@@ -55,5 +56,6 @@ if ! command -v nvcc >/dev/null; then
     echo "using nvcc from $root (PyPI wheels, CUDA $CUDA_VERSION), compute capability $CUDA_COMPUTE_CAP"
 fi
 
-cargo build --release --locked -p ruvdllm-node --features cuda
-echo "built $(ls "${CARGO_TARGET_DIR:-target}/release/node")"
+cargo build --release --locked -p ruvdllm-node -p ruvdllm-coordinator \
+    --features ruvdllm-node/cuda,ruvdllm-coordinator/cuda
+echo "built ${CARGO_TARGET_DIR:-target}/release/node and coordinator"
