@@ -9,8 +9,13 @@
 //! and objective in PyTorch for comparison.
 //!
 //! ```sh
-//! cargo run --release -p ruvdllm --example copy_task -- --steps 1500 --batch-size 16
+//! cargo run --release -p ruvdllm --example copy_task -- --steps 400 --batch-size 16
+//! cargo run --release -p ruvdllm --example copy_task -- --steps 1500 --batch-size 16 --lr 3e-3
 //! ```
+//!
+//! The second line is the learning rate the first `tiny` bases were trained with: it
+//! leaves the model on a plateau (0/32 after 1,500 steps), while 5e-4 copies 32/32 new strings
+//! after 400 steps.
 
 use std::path::PathBuf;
 
@@ -35,7 +40,7 @@ struct Args {
     /// Training row length.
     #[arg(long, default_value_t = 44)]
     seq_len: usize,
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 5e-4)]
     lr: f64,
     /// Distinct training strings (cycled).
     #[arg(long, default_value_t = 4000)]

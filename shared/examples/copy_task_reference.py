@@ -1,14 +1,17 @@
 """PyTorch replica of `copy_task.rs`: the same architecture (`tiny`: 4 bidirectional Llama blocks,
 d_model 256, 4 heads, SwiGLU 768, RMSNorm, non-interleaved RoPE, untied head, N(0, 0.02) init), the
 same SFT masked-diffusion objective (prompt never masked, t stratified over the batch, mask
-probability (1 - 1e-3) t + 1e-3, mean cross-entropy over masked tokens) and AdamW (lr 3e-3, 50
-warm-up steps, cosine decay, weight decay 0.01, clip 1.0), on a fixed 24-token canvas. Prints the
+probability (1 - 1e-3) t + 1e-3, mean cross-entropy over masked tokens) and AdamW (lr `--lr`,
+default 5e-4, 50 warm-up steps, cosine decay, weight decay 0.01, clip 1.0), on a fixed 24-token
+canvas. Prints the
 loss and the one-shot letter accuracy (every answer position masked, argmax) every 100 steps.
 With `--time`, times training steps at the given batch and canvas instead (the figure to set
 beside `node pretrain`'s seconds per step; `tiny` pretraining uses batch 64 × 48).
 Needs `pip install torch`; not part of CI.
 
     python copy_task_reference.py --steps 600
+    python copy_task_reference.py --steps 600 --lr 3e-3   # the old default: stuck on a plateau
+    python copy_task_reference.py --steps 2000 --constant-lr --lr 3e-3   # README's lr table
     python copy_task_reference.py --time --steps 25 --batch 64 --len 48
 """
 import argparse, math, random, time
@@ -18,6 +21,8 @@ ap.add_argument('--steps', type=int, default=600)
 ap.add_argument('--batch', type=int, default=16)
 ap.add_argument('--len', type=int, default=24)
 ap.add_argument('--time', action='store_true')
+ap.add_argument('--lr', type=float, default=5e-4)
+ap.add_argument('--constant-lr', action='store_true', help='no cosine decay after the warm-up')
 ARGS = ap.parse_args()
 torch.manual_seed(0); random.seed(0)
 torch.set_num_threads(2)
@@ -54,7 +59,7 @@ class M(nn.Module):
         x=s.e(ids)
         for b in s.b: x=b(x,s.cos,s.sin)
         return s.h(s.n(x))
-m=M(); opt=torch.optim.AdamW(m.parameters(),lr=3e-3,weight_decay=0.01,betas=(0.9,0.999))
+m=M(); opt=torch.optim.AdamW(m.parameters(),lr=ARGS.lr,weight_decay=0.01,betas=(0.9,0.999))
 steps = ARGS.steps
 bs = ARGS.batch
 ema = None
@@ -62,7 +67,7 @@ t0 = time.time()
 for step in range(steps+1):
     if ARGS.time and step == 5:
         t0 = time.time()
-    lr=3e-3*min(1,(step+1)/50)*0.5*(1+math.cos(math.pi*step/steps)); 
+    lr=ARGS.lr*min(1,(step+1)/50)*(1 if ARGS.constant_lr else 0.5*(1+math.cos(math.pi*step/steps)))
     for g in opt.param_groups: g['lr']=lr
     rows=[sample() for _ in range(bs)]; ids=torch.tensor([r for r,_ in rows]); pl=torch.tensor([p for _,p in rows])
     t=((torch.arange(bs)+torch.rand(bs))/bs)*(1-1e-3)+1e-3

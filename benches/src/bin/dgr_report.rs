@@ -47,6 +47,9 @@ struct Args {
     /// Fine-tuning steps per domain adapter.
     #[arg(long, default_value_t = 60)]
     steps: usize,
+    /// Peak learning rate of each domain adapter's training (B only).
+    #[arg(long, default_value_t = TrainOptions::default().lr)]
+    lr: f64,
     /// Fine-tuning samples per domain (also the texts of each pattern key).
     #[arg(long, default_value_t = 64)]
     n: usize,
@@ -197,6 +200,7 @@ fn main() -> anyhow::Result<()> {
         let mut talora = Talora::new(Spec::default(), args.seed, Shape::from(base.config()))?;
         let opts = TrainOptions {
             steps: args.steps,
+            lr: args.lr,
             ..TrainOptions::default()
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ i as u64);
@@ -294,11 +298,12 @@ fn main() -> anyhow::Result<()> {
     let med = |v: &[f64]| percentile(v, 50.0).unwrap_or(f64::NAN);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     println!(
-        "tiny base, {} domains × ({} fine-tuning steps, {} samples; {} held-out), gen {} tokens \
+        "tiny base, {} domains × ({} fine-tuning steps at lr {}, {} samples; {} held-out), gen {} tokens \
          in blocks of {} (1 token/step, LLaDA low-confidence), DGR threshold 0.5 / top 3 / ≤ 10 \
          positions; {} patterns in the banks; adapters trained in {train_secs:.1} s",
         domains.len(),
         args.steps,
+        args.lr,
         args.n,
         args.eval_n,
         args.gen_length,

@@ -10,8 +10,12 @@
 //!   previous global) pre-filter; weights are each node's reported held-out improvement for the
 //!   band, capped at 2× the median positive weight so that no node can buy influence. Non-positive
 //!   or missing improvements get the configurable floor, 0 by default: a node whose update did not
-//!   help on held-out data is reported as rejected for zero weight. If every node reports no
-//!   improvement the band refuses ([`AggregateError::BadWeights`]) rather than guessing;
+//!   help on held-out data is reported as rejected for zero weight. If no update that passed the
+//!   pre-filter reports an improvement, the band *holds*: its aggregate is zero (the band keeps
+//!   its previous global), every input is reported rejected (zero weight, or its pre-filter
+//!   reason) and the outcome's `fallback` says why, while the other bands still aggregate. The
+//!   band never guesses a direction nobody measured, and one band's silence does not throw away
+//!   the round's other bands;
 //! * fine — trimmed mean.
 //!
 //! Tensors without a band prefix (a plain PEFT adapter) form one more group with the `other`
@@ -23,7 +27,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::error::{AggregateError, ParseNameError};
-use super::{Input, NormBound, Outcome, Prefilter, Rule, RuleConfig, WeightCap, aggregate};
+use super::{
+    FallbackUsed, Input, NormBound, Outcome, Prefilter, RejectReason, Rule, RuleConfig, Status,
+    WeightCap, aggregate,
+};
 use crate::delta::{Delta, NamedTensor};
 
 /// One of TALoRA's three denoising bands — the one type for aggregation (DAF groups), adapters
@@ -318,11 +325,21 @@ pub fn aggregate_band_refs(
                 weight: w,
             })
             .collect();
-        let outcome = aggregate(&agg_inputs, prev.as_deref(), &gcfg.rule, &gcfg.prefilter)
-            .map_err(|e| AggregateError::Group {
-                group: group.to_string(),
-                source: Box::new(e),
-            })?;
+        let held = match gcfg.weights {
+            WeightSource::Improvement { .. } => {
+                hold_without_improvement(&agg_inputs, prev.as_deref(), gcfg, numel)
+            }
+            WeightSource::Samples => None,
+        };
+        let outcome = match held {
+            Some(outcome) => outcome,
+            None => aggregate(&agg_inputs, prev.as_deref(), &gcfg.rule, &gcfg.prefilter).map_err(
+                |e| AggregateError::Group {
+                    group: group.to_string(),
+                    source: Box::new(e),
+                },
+            )?,
+        };
         let mut off = 0;
         for t in &tensors {
             let n = t.numel();
@@ -347,6 +364,46 @@ pub fn aggregate_band_refs(
     Ok(DafOutcome {
         delta: Delta { tensors },
         groups: reports,
+    })
+}
+
+/// The hold of a quality-weighted group: `Some` (a zero aggregate, every input rejected) when the
+/// pre-filter keeps at least one input and none of the kept ones has a positive weight; `None`
+/// when the rule should run (an invalid filter or an all-rejected round is then its error).
+fn hold_without_improvement(
+    inputs: &[Input<'_>],
+    previous: Option<&[f32]>,
+    gcfg: &GroupConfig,
+    numel: usize,
+) -> Option<Outcome> {
+    gcfg.prefilter.validate().ok()?;
+    let rows: Vec<&[f32]> = inputs.iter().map(|i| i.values).collect();
+    let ids: Vec<&str> = inputs.iter().map(|i| i.node_id).collect();
+    let (mut reports, kept) = gcfg.prefilter.screen(&rows, &ids, previous);
+    if kept.is_empty() || kept.iter().any(|&i| inputs[i].weight > 0.0) {
+        return None;
+    }
+    for &i in &kept {
+        reports[i].status = Status::Rejected(RejectReason::ZeroWeight);
+        reports[i].weight = Some(0.0);
+    }
+    tracing::info!(
+        n = inputs.len(),
+        kept = kept.len(),
+        "no kept update reports a held-out improvement; the group holds"
+    );
+    Some(Outcome {
+        aggregate: vec![0.0; numel],
+        rule: gcfg.rule.rule,
+        fallback: Some(FallbackUsed {
+            configured: gcfg.rule.rule,
+            reason: format!(
+                "none of the {} updates the pre-filter kept reports a held-out improvement; \
+                 the band keeps its previous global",
+                kept.len()
+            ),
+        }),
+        inputs: reports,
     })
 }
 
@@ -412,6 +469,60 @@ mod tests {
             st[4],
             Status::Rejected(RejectReason::NormAboveBound { .. })
         ));
+    }
+
+    #[test]
+    fn domain_band_holds_when_no_kept_update_improved() {
+        // e improved but its norm is above the bound; the kept a..d report no improvement.
+        let inputs = vec![
+            input("a", 1.0, 0.0),
+            input("b", 2.0, -1.0),
+            input("c", 3.0, -0.5),
+            input("d", 4.0, 0.0),
+            input("e", 100.0, 1.0),
+        ];
+        let out = aggregate_bands(&inputs, None, &DafConfig::new(1)).unwrap();
+        // The other bands still aggregate (trimmed mean = 3) ...
+        assert_eq!(out.delta.tensors[0].data, vec![3.0, 3.0]);
+        assert_eq!(out.delta.tensors[2].data, vec![3.0]);
+        // ... while the domain band keeps its previous global: a zero update.
+        assert_eq!(out.delta.tensors[1].data, vec![0.0, 0.0]);
+        let dom = &out.groups[1];
+        assert_eq!(dom.group, Group::Band(Band::Domain));
+        let why = &dom
+            .outcome
+            .fallback
+            .as_ref()
+            .expect("the hold is reported")
+            .reason;
+        assert!(why.contains("none of the 4 updates"), "{why}");
+        assert!(dom.outcome.used().is_empty());
+        let st: Vec<&Status> = dom.outcome.inputs.iter().map(|r| &r.status).collect();
+        for s in &st[..4] {
+            assert_eq!(**s, Status::Rejected(RejectReason::ZeroWeight));
+        }
+        assert!(matches!(
+            st[4],
+            Status::Rejected(RejectReason::NormAboveBound { .. })
+        ));
+        // One kept improvement is enough for the rule to run as usual.
+        let mut inputs = inputs;
+        inputs[1] = input("b", 2.0, 0.5);
+        let out = aggregate_bands(&inputs, None, &DafConfig::new(1)).unwrap();
+        assert_eq!(out.delta.tensors[1].data, vec![2.0, -2.0]);
+        assert!(out.groups[1].outcome.fallback.is_none());
+    }
+
+    #[test]
+    fn sample_weighted_groups_never_hold() {
+        let mut inputs = vec![input("a", 1.0, 0.0), input("b", 2.0, 0.0)];
+        for i in &mut inputs {
+            i.meta.samples = 0.0;
+        }
+        let mut cfg = DafConfig::new(0);
+        cfg.coarse = GroupConfig::plain(Rule::FedAvg, 0);
+        let err = aggregate_bands(&inputs, None, &cfg).unwrap_err();
+        assert!(err.to_string().contains("group `coarse`"), "{err}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct PretrainOptions {
 }
 
 impl PretrainOptions {
-    /// Options with `node pretrain`'s defaults (2,000 steps, batch 32 × 64, lr 2e-3 with 100
+    /// Options with `node pretrain`'s defaults (2,000 steps, batch 32 × 64, lr 5e-4 with 100
     /// warm-up steps, weight decay 0.01, clipping 1.0, seed 0, half the rows SFT on varied
     /// canvases, LLaDA's noise), saving f32 weights only at the end; set the rest with struct
     /// update syntax.
@@ -74,7 +74,7 @@ impl PretrainOptions {
             steps: 2000,
             batch_size: 32,
             seq_len: 64,
-            lr: 2e-3,
+            lr: 5e-4,
             warmup: 100,
             weight_decay: 0.01,
             grad_clip: 1.0,
