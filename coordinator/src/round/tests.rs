@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use ruvdllm::aggregate::daf::{DafConfig, aggregate_band_refs};
+use ruvdllm::aggregate::Rule;
+use ruvdllm::aggregate::daf::{DafConfig, GroupConfig, aggregate_band_refs};
 use ruvdllm::codec;
 use ruvdllm::delta::{Delta, NamedTensor};
 
@@ -302,13 +303,33 @@ fn restore_resumes_the_same_round() {
 
 #[test]
 fn refused_aggregation_advances_with_unchanged_global() {
+    // Krum with f = 1 needs n >= 2f + 3 = 5 inputs: the quorum of 4 makes the coarse band refuse.
+    let mut c = cfg();
+    c.daf.coarse = GroupConfig::plain(Rule::Krum, 1);
+    let mut m = Machine::new(c, layout(0.0), 0);
+    for n in ["a", "b", "c", "d", "e"] {
+        m.handle(0, register(n, HASH));
+    }
+    for n in ["a", "b", "c", "d"] {
+        let acts = m.handle(5, sub(n, 1, &format!("s{n}"), 1.0));
+        if n == "d" {
+            let why = closed(&acts).unwrap().failed.clone().expect("refused");
+            assert!(why.contains("coarse"), "{why}");
+        }
+    }
+    assert_eq!(m.round(), 2);
+    assert_eq!(m.global(), &layout(0.0));
+}
+
+#[test]
+fn domain_band_without_improvement_holds_while_the_others_aggregate() {
     let mut m = machine();
     for n in ["a", "b", "c", "d"] {
         let e = Event::Submit(Submission {
             node: n.into(),
             round: 1,
             samples: 1,
-            // No domain improvement anywhere: the quality-weighted domain band refuses.
+            // No domain improvement anywhere: the quality-weighted domain band holds.
             band_metrics: BTreeMap::new(),
             payload_sha256: format!("s{n}"),
             payload_len: 1,
@@ -316,11 +337,19 @@ fn refused_aggregation_advances_with_unchanged_global() {
         });
         let acts = m.handle(5, e);
         if n == "d" {
-            assert!(closed(&acts).unwrap().failed.is_some());
+            let r = closed(&acts).unwrap();
+            assert!(r.failed.is_none(), "{r:?}");
+            let domain = r.groups.iter().find(|g| g.group == "domain").unwrap();
+            assert!(domain.fallback.is_some(), "{domain:?}");
+            assert_eq!(domain.used, 0);
+            assert_eq!(domain.rejected.len(), 4);
         }
     }
     assert_eq!(m.round(), 2);
-    assert_eq!(m.global(), &layout(0.0));
+    let g = m.global();
+    assert_eq!(g.tensors[0].data, vec![1.0, 1.0]);
+    assert_eq!(g.tensors[1].data, vec![0.0, 0.0]);
+    assert_eq!(g.tensors[2].data, vec![-1.0]);
 }
 
 #[test]
