@@ -18,8 +18,10 @@ pub struct GroupSummary {
     pub group: String,
     /// The rule that actually ran.
     pub rule: String,
-    /// Set when the configured rule refused and its fallback ran.
+    /// Set when the configured rule refused and its fallback ran, or (with `held`) why no rule ran.
     pub fallback: Option<String>,
+    /// The band kept its previous global (no rule ran; `fallback` says why).
+    pub held: bool,
     pub used: usize,
     pub rejected: Vec<(String, String)>,
     /// Every input's screening figures, in input order.
@@ -142,6 +144,7 @@ pub fn close_round(
                     group: gr.group.to_string(),
                     rule: gr.outcome.rule.to_string(),
                     fallback: gr.outcome.fallback.as_ref().map(|f| f.reason.clone()),
+                    held: gr.outcome.held,
                     used: gr.outcome.used().len(),
                     rejected: gr
                         .outcome

@@ -340,7 +340,7 @@ fn domain_band_without_improvement_holds_while_the_others_aggregate() {
             let r = closed(&acts).unwrap();
             assert!(r.failed.is_none(), "{r:?}");
             let domain = r.groups.iter().find(|g| g.group == "domain").unwrap();
-            assert!(domain.fallback.is_some(), "{domain:?}");
+            assert!(domain.held && domain.fallback.is_some(), "{domain:?}");
             assert_eq!(domain.used, 0);
             assert_eq!(domain.rejected.len(), 4);
         }

@@ -144,9 +144,10 @@ pub fn build(
         .groups
         .iter()
         .filter_map(|g| {
-            g.fallback
-                .as_ref()
-                .map(|f| format!("{}: fell back to {} ({f})", g.group, g.rule))
+            g.fallback.as_ref().map(|f| match g.held {
+                true => format!("{}: held at the previous global ({f})", g.group),
+                false => format!("{}: fell back to {} ({f})", g.group, g.rule),
+            })
         })
         .collect();
     if let Some(f) = &closed.report.failed {
@@ -187,6 +188,7 @@ mod tests {
                     group: "domain".into(),
                     rule: "fedavg".into(),
                     fallback: None,
+                    held: false,
                     used: 1,
                     rejected: vec![(node_id(1), "norm 2.0e0 > bound 1.0e0".into())],
                     screen: vec![

@@ -403,6 +403,7 @@ fn hold_without_improvement(
                 kept.len()
             ),
         }),
+        held: true,
         inputs: reports,
     })
 }
@@ -496,6 +497,7 @@ mod tests {
             .expect("the hold is reported")
             .reason;
         assert!(why.contains("none of the 4 updates"), "{why}");
+        assert!(dom.outcome.held);
         assert!(dom.outcome.used().is_empty());
         let st: Vec<&Status> = dom.outcome.inputs.iter().map(|r| &r.status).collect();
         for s in &st[..4] {
@@ -511,6 +513,7 @@ mod tests {
         let out = aggregate_bands(&inputs, None, &DafConfig::new(1)).unwrap();
         assert_eq!(out.delta.tensors[1].data, vec![2.0, -2.0]);
         assert!(out.groups[1].outcome.fallback.is_none());
+        assert!(!out.groups[1].outcome.held);
     }
 
     #[test]

@@ -186,6 +186,7 @@ pub fn aggregate(
         aggregate: out.aggregate,
         rule,
         fallback,
+        held: false,
         inputs: reports,
     })
 }

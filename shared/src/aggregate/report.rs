@@ -90,8 +90,11 @@ pub struct Outcome {
     pub aggregate: Vec<f32>,
     /// The rule that actually produced `aggregate`.
     pub rule: Rule,
-    /// Set when the configured rule refused and its fallback ran.
+    /// Set when the configured rule refused and its fallback ran, or (with `held`) why no rule ran.
     pub fallback: Option<FallbackUsed>,
+    /// No rule ran: the aggregate is zero, so the group keeps its previous global (a DAF
+    /// quality-weighted band when no kept update reports an improvement).
+    pub held: bool,
     pub inputs: Vec<InputReport>,
 }
 
