@@ -11,7 +11,7 @@
 //!   band, capped at 2× the median positive weight so that no node can buy influence. Non-positive
 //!   or missing improvements get the configurable floor, 0 by default: a node whose update did not
 //!   help on held-out data is reported as rejected for zero weight. If no update that passed the
-//!   pre-filter reports an improvement, the band *holds*: its aggregate is zero (the band keeps
+//!   pre-filter reports an improvement (so the weighted rule refuses), the band *holds*: its aggregate is zero (the band keeps
 //!   its previous global), every input is reported rejected (zero weight, or its pre-filter
 //!   reason) and the outcome's `fallback` says why, while the other bands still aggregate. The
 //!   band never guesses a direction nobody measured, and one band's silence does not throw away
@@ -325,20 +325,22 @@ pub fn aggregate_band_refs(
                 weight: w,
             })
             .collect();
-        let held = match gcfg.weights {
-            WeightSource::Improvement { .. } => {
-                hold_without_improvement(&agg_inputs, prev.as_deref(), gcfg, numel)
-            }
-            WeightSource::Samples => None,
-        };
-        let outcome = match held {
-            Some(outcome) => outcome,
-            None => aggregate(&agg_inputs, prev.as_deref(), &gcfg.rule, &gcfg.prefilter).map_err(
-                |e| AggregateError::Group {
+        let outcome = match aggregate(&agg_inputs, prev.as_deref(), &gcfg.rule, &gcfg.prefilter) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // A weighted rule refuses when no kept input has weight; a quality-weighted band
+                // then holds. The screen runs again only on this rare path.
+                let held = match (&e, gcfg.weights) {
+                    (AggregateError::BadWeights { .. }, WeightSource::Improvement { .. }) => {
+                        hold_without_improvement(&agg_inputs, prev.as_deref(), gcfg, numel)
+                    }
+                    _ => None,
+                };
+                held.ok_or_else(|| AggregateError::Group {
                     group: group.to_string(),
                     source: Box::new(e),
-                },
-            )?,
+                })?
+            }
         };
         let mut off = 0;
         for t in &tensors {
@@ -367,9 +369,9 @@ pub fn aggregate_band_refs(
     })
 }
 
-/// The hold of a quality-weighted group: `Some` (a zero aggregate, every input rejected) when the
-/// pre-filter keeps at least one input and none of the kept ones has a positive weight; `None`
-/// when the rule should run (an invalid filter or an all-rejected round is then its error).
+/// The hold of a quality-weighted group whose rule refused its weights: `Some` (a zero aggregate,
+/// every input rejected) when the pre-filter keeps at least one input and none of the kept ones
+/// has a positive weight; `None` otherwise (the rule's refusal stands).
 fn hold_without_improvement(
     inputs: &[Input<'_>],
     previous: Option<&[f32]>,
