@@ -322,6 +322,10 @@ fn processes_mode_runs_each_node_as_its_own_process() {
             "--processes",
             "--node-bin",
             bin,
+            // Relative to the test's working directory (the crate's folder): the node processes
+            // run elsewhere, so their configs must name it absolutely.
+            "--model",
+            "../shared/assets/tiny",
         ],
     );
     assert_eq!(report.rounds.len(), 1);

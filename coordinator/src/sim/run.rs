@@ -261,6 +261,11 @@ fn prepare(cfg: SimConfig) -> anyhow::Result<Prepared> {
     // The model (and its device) first: a refused device or checkpoint leaves no output folder.
     let model_path = ruvdllm_node::model_arg::resolve(a.model.as_deref());
     let (loaded, tok) = ruvdllm_node::model_arg::load_on(a.model.as_deref(), a.device)?;
+    // Absolute, as the output folder is: node processes resolve a relative path in their
+    // `node.toml` against that file's folder, and the adapters record it as their base.
+    let model_path = model_path
+        .canonicalize()
+        .with_context(|| format!("resolving {}", model_path.display()))?;
     let out = OutDir::create(&a.out)?;
     let base_hash = ruvdllm_node::model_arg::checkpoint_hash(&model_path)
         .with_context(|| format!("hashing {}", model_path.display()))?;
