@@ -165,6 +165,9 @@ pub struct BandSection {
 pub struct Aggregation {
     /// Assumed Byzantine nodes per round.
     pub f: usize,
+    /// Server learning rate: the global moves by this multiple of each round's aggregate
+    /// (default 1, plain averaging; FedAvgM's `server_learning_rate` without momentum).
+    pub server_lr: Option<f64>,
     pub coarse: BandSection,
     pub domain: BandSection,
     pub fine: BandSection,
@@ -336,6 +339,7 @@ impl File {
             TransportKind::Libp2p => Transport::Libp2p(self.libp2p.validate()?),
         };
         let daf = daf_config(&self.aggregation)?;
+        let server_lr = server_lr(&self.aggregation)?;
         let (mut initial, _) = ruvdllm::delta_io::load(&self.initial_adapter)?;
         if initial.tensors.is_empty() {
             return Err(invalid("initial_adapter", "holds no tensors"));
@@ -362,6 +366,7 @@ impl File {
                 run_seed: self.run_seed,
                 max_payload_bytes: r.max_payload_bytes,
                 daf,
+                server_lr,
             },
         })
     }
@@ -469,6 +474,18 @@ fn band(
 }
 
 /// The DAF config: DESIGN §6 defaults for `f`, overridden per band.
+/// `aggregation.server_lr`, checked: finite and in (0, 10].
+pub fn server_lr(a: &Aggregation) -> Result<f64, ConfigError> {
+    match a.server_lr {
+        None => Ok(1.0),
+        Some(lr) if lr.is_finite() && lr > 0.0 && lr <= 10.0 => Ok(lr),
+        Some(lr) => Err(invalid(
+            "aggregation.server_lr",
+            format!("{lr} is not in (0, 10]"),
+        )),
+    }
+}
+
 pub fn daf_config(a: &Aggregation) -> Result<DafConfig, ConfigError> {
     let d = DafConfig::new(a.f);
     Ok(DafConfig {
@@ -489,6 +506,21 @@ mod tests {
         let text = toml::to_string(&f).unwrap();
         let back: File = toml::from_str(&text).unwrap();
         assert_eq!(back, f);
+    }
+
+    #[test]
+    fn server_lr_defaults_to_one_and_refuses_bad_values() {
+        let mut a = Aggregation::default();
+        assert_eq!(server_lr(&a).unwrap(), 1.0);
+        a.server_lr = Some(1.5);
+        assert_eq!(server_lr(&a).unwrap(), 1.5);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 11.0] {
+            a.server_lr = Some(bad);
+            let e = server_lr(&a).unwrap_err().to_string();
+            assert!(e.contains("aggregation.server_lr"), "{bad}: {e}");
+        }
+        let f: File = toml::from_str("[aggregation]\nserver_lr = 2.0\n").unwrap();
+        assert_eq!(f.aggregation.server_lr, Some(2.0));
     }
 
     #[test]

@@ -89,23 +89,39 @@ pub fn band_improvements(metrics: &BTreeMap<String, f64>) -> BTreeMap<Band, f64>
 
 /// `global + delta` (same layout, any order).
 pub fn apply(global: &Delta, delta: &Delta) -> Result<Delta, ruvdllm::delta::DeltaError> {
+    apply_scaled(global, delta, 1.0)
+}
+
+/// `global + lr · delta` (same layout, any order); `lr` = 1 adds exactly.
+pub fn apply_scaled(
+    global: &Delta,
+    delta: &Delta,
+    lr: f64,
+) -> Result<Delta, ruvdllm::delta::DeltaError> {
     let aligned = global.aligned(delta)?;
     let mut out = global.clone();
     for (t, d) in out.tensors.iter_mut().zip(&aligned.tensors) {
-        for (v, x) in t.data.iter_mut().zip(&d.data) {
-            *v += x;
+        if lr == 1.0 {
+            for (v, x) in t.data.iter_mut().zip(&d.data) {
+                *v += x;
+            }
+        } else {
+            for (v, x) in t.data.iter_mut().zip(&d.data) {
+                *v = (f64::from(*v) + lr * f64::from(*x)) as f32;
+            }
         }
     }
     Ok(out)
 }
 
-/// Aggregates a round's updates. Returns the new global (None when aggregation refused) and the
-/// report.
+/// Aggregates a round's updates and adds `server_lr` times the aggregate to the global. Returns
+/// the new global (None when aggregation refused) and the report.
 pub fn close_round(
     round: u64,
     global: &Delta,
     inputs: &[(&AcceptedMeta, &Delta)],
     cfg: &DafConfig,
+    server_lr: f64,
     opened_at_ms: u64,
     now_ms: u64,
 ) -> (Option<Delta>, CloseReport) {
@@ -132,7 +148,7 @@ pub fn close_round(
             aggregate_band_refs(&daf, previous.as_ref(), cfg).map_err(|e| e.to_string())
         })
         .and_then(|out| {
-            let g = apply(global, &out.delta).map_err(|e| e.to_string())?;
+            let g = apply_scaled(global, &out.delta, server_lr).map_err(|e| e.to_string())?;
             Ok((g, out))
         });
     match result {

@@ -43,6 +43,9 @@ pub struct Config {
     /// Largest accepted encoded payload.
     pub max_payload_bytes: u64,
     pub daf: DafConfig,
+    /// Server learning rate: the new global is the old one plus this multiple of the aggregate
+    /// (FedAvgM's `server_learning_rate` without momentum; 1 is plain FedAvg).
+    pub server_lr: f64,
 }
 
 /// A node's update as the service hands it over: declared metadata plus the decode result.
@@ -380,6 +383,7 @@ impl Machine {
             &self.global,
             &inputs,
             &self.cfg.daf,
+            self.cfg.server_lr,
             self.state.opened_at_ms,
             now_ms,
         );

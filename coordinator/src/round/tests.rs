@@ -31,6 +31,7 @@ fn cfg() -> Config {
         run_seed: 7,
         max_payload_bytes: 1000,
         daf: DafConfig::new(0),
+        server_lr: 1.0,
     }
 }
 
@@ -226,6 +227,38 @@ fn quorum_closes_early_and_matches_offline_aggregation() {
     assert_eq!(m.global(), &expected);
     // Plain mean of 1..4 everywhere (f = 0): 2.5.
     assert_eq!(m.global().tensors[0].data, vec![2.5, 2.5]);
+}
+
+#[test]
+fn server_lr_scales_the_step_from_the_previous_global() {
+    // Same four updates as above from a non-zero global: the global moves by server_lr times
+    // the aggregate (mean 2.5 on the coarse band, since f = 0).
+    for (lr, expected) in [(1.0f32, 3.0f32), (2.0, 5.5), (0.5, 1.75)] {
+        let mut m = Machine::new(
+            Config {
+                server_lr: f64::from(lr),
+                ..cfg()
+            },
+            layout(0.5),
+            0,
+        );
+        for n in ["a", "b", "c", "d"] {
+            m.handle(0, register(n, HASH));
+        }
+        let mut last = Vec::new();
+        for (i, (n, v)) in [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0)]
+            .iter()
+            .enumerate()
+        {
+            last = m.handle(10 + i as u64, sub(n, 1, &format!("s{n}"), *v));
+        }
+        assert!(closed(&last).is_some_and(|r| r.failed.is_none()));
+        assert_eq!(
+            m.global().tensors[0].data,
+            vec![expected, expected],
+            "lr {lr}"
+        );
+    }
 }
 
 #[test]

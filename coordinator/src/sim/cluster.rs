@@ -158,6 +158,7 @@ pub fn coordinator_settings(
     base_model_hash: &str,
     nodes: usize,
     daf: ruvdllm::aggregate::daf::DafConfig,
+    server_lr: f64,
     round_timeout_ms: u64,
 ) -> Settings {
     Settings {
@@ -180,6 +181,7 @@ pub fn coordinator_settings(
             run_seed: initial.run_seed(),
             max_payload_bytes: 256 << 20,
             daf,
+            server_lr,
         },
     }
 }

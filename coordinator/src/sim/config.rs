@@ -94,6 +94,10 @@ pub struct SimArgs {
     /// overshoots: exact match peaks after round 1 and falls back below the base's.
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
+    /// Server learning rate: each round moves the global by this multiple of the aggregate
+    /// (1 = plain averaging; FedAvgM's `server_learning_rate` without momentum), in (0, 10].
+    #[arg(long, default_value_t = 1.0)]
+    pub server_lr: f64,
     /// Rows per local step. On the committed base batch 8 holds exact match above the base's in
     /// every round (6/80 against 4/80); batch 4 peaks at 7/80 after round 2 and falls back to
     /// 5/80 (`--eval-n 16`, both).
@@ -208,6 +212,7 @@ impl SimConfig {
             "dp_delta": a.dp_delta,
             "local_steps": a.local_steps,
             "lr": a.lr,
+            "server_lr": a.server_lr,
             "batch_size": a.batch_size,
             "seq_len": a.seq_len,
             "samples": a.samples,
@@ -229,7 +234,7 @@ impl SimConfig {
         let a = &self.args;
         format!(
             "{} nodes{} ({} Byzantine{}), {} rounds × {} local steps (batch {} × {} tokens, lr {}), \
-             codec {}, rule {}, {} transport{}, seed {}, held-out {} per domain",
+             codec {}, rule {}{}, {} transport{}, seed {}, held-out {} per domain",
             a.nodes,
             a.layout_nodes
                 .filter(|&l| l != a.nodes)
@@ -249,6 +254,11 @@ impl SimConfig {
             a.lr,
             self.mode,
             a.rule.as_deref().unwrap_or("DAF defaults"),
+            if a.server_lr == 1.0 {
+                String::new()
+            } else {
+                format!(", server lr {}", a.server_lr)
+            },
             match a.transport {
                 Transport::Grpc => "gRPC+mTLS",
                 Transport::Libp2p => "libp2p",
@@ -376,6 +386,9 @@ impl SimArgs {
         }
         let f = self.assume_f.unwrap_or(self.byzantine);
         let daf = crate::config::daf_config(&self.aggregation(f))?;
+        if !(self.server_lr.is_finite() && self.server_lr > 0.0 && self.server_lr <= 10.0) {
+            return Err(invalid("server-lr", "must be in (0, 10]"));
+        }
         for (band, g) in [
             ("coarse", &daf.coarse),
             ("domain", &daf.domain),
@@ -421,6 +434,7 @@ impl SimArgs {
         };
         Aggregation {
             f,
+            server_lr: Some(self.server_lr),
             coarse: band(&self.rule_coarse, false),
             domain: band(&self.rule_domain, true),
             fine: band(&self.rule_fine, false),
@@ -484,6 +498,9 @@ mod tests {
             &["--processes", "--byzantine", "1", "--attack", "ipm"],
             &["--nodes", "7", "--layout-nodes", "6"],
             &["--nodes", "7", "--rule", "krum", "--assume-f", "3"],
+            &["--server-lr", "0"],
+            &["--server-lr", "12"],
+            &["--server-lr", "NaN"],
             &["--cosine-filter", "1.5"],
             &["--layout-nodes", "12", "--corpus", "a.txt"],
         ] {

@@ -11,12 +11,15 @@
 //!   band, capped at 2× the median positive weight so that no node can buy influence. Non-positive
 //!   or missing improvements get the configurable floor, 0 by default: a node whose update did not
 //!   help on held-out data is reported as rejected for zero weight. If no update that passed the
-//!   pre-filter reports an improvement (so the weighted rule refuses), the band *holds*: its aggregate is zero (the band keeps
-//!   its previous global), every input is reported rejected (zero weight, or its pre-filter
-//!   reason) and the outcome's `fallback` says why, while the other bands still aggregate. The
-//!   band never guesses a direction nobody measured, and one band's silence does not throw away
-//!   the round's other bands;
+//!   pre-filter reports an improvement (so the weighted rule refuses), the band *holds*: its
+//!   aggregate is zero (the band keeps its previous global), every input is reported rejected
+//!   (zero weight, or its pre-filter reason) and the outcome's `fallback` says why, while the
+//!   other bands still aggregate. The band never guesses a direction nobody measured, and one
+//!   band's silence does not throw away the round's other bands;
 //! * fine — trimmed mean.
+//!
+//! Any band whose pre-filters reject every input holds the same way (each input keeps its
+//! pre-filter reason), instead of refusing the whole round.
 //!
 //! Tensors without a band prefix (a plain PEFT adapter) form one more group with the `other`
 //! config (trimmed mean by default). All inputs must share the first input's tensor names and
@@ -329,10 +332,14 @@ pub fn aggregate_band_refs(
             Ok(outcome) => outcome,
             Err(e) => {
                 // A weighted rule refuses when no kept input has weight; a quality-weighted band
-                // then holds. The screen runs again only on this rare path.
+                // then holds. A band whose pre-filters reject every input holds too. The screen
+                // runs again only on these rare paths.
                 let held = match (&e, gcfg.weights) {
                     (AggregateError::BadWeights { .. }, WeightSource::Improvement { .. }) => {
                         hold_without_improvement(&agg_inputs, prev.as_deref(), gcfg, numel)
+                    }
+                    (AggregateError::AllRejected { .. }, _) => {
+                        hold_all_rejected(&agg_inputs, prev.as_deref(), gcfg, numel)
                     }
                     _ => None,
                 };
@@ -403,6 +410,40 @@ fn hold_without_improvement(
                 "none of the {} updates the pre-filter kept reports a held-out improvement; \
                  the band keeps its previous global",
                 kept.len()
+            ),
+        }),
+        held: true,
+        inputs: reports,
+    })
+}
+
+/// The hold of a group whose pre-filters rejected every input: `Some` (a zero aggregate, every
+/// input reported with its pre-filter reason) when the screen indeed keeps none; `None` otherwise.
+fn hold_all_rejected(
+    inputs: &[Input<'_>],
+    previous: Option<&[f32]>,
+    gcfg: &GroupConfig,
+    numel: usize,
+) -> Option<Outcome> {
+    gcfg.prefilter.validate().ok()?;
+    let rows: Vec<&[f32]> = inputs.iter().map(|i| i.values).collect();
+    let ids: Vec<&str> = inputs.iter().map(|i| i.node_id).collect();
+    let (reports, kept) = gcfg.prefilter.screen(&rows, &ids, previous);
+    if !kept.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        n = inputs.len(),
+        "the pre-filters rejected every update; the group holds"
+    );
+    Some(Outcome {
+        aggregate: vec![0.0; numel],
+        rule: gcfg.rule.rule,
+        fallback: Some(FallbackUsed {
+            configured: gcfg.rule.rule,
+            reason: format!(
+                "the pre-filters rejected all {} updates; the band keeps its previous global",
+                inputs.len()
             ),
         }),
         held: true,
@@ -516,6 +557,40 @@ mod tests {
         assert_eq!(out.delta.tensors[1].data, vec![2.0, -2.0]);
         assert!(out.groups[1].outcome.fallback.is_none());
         assert!(!out.groups[1].outcome.held);
+    }
+
+    #[test]
+    fn band_holds_when_its_prefilter_rejects_every_input() {
+        // Every domain update points against the previous global (cosine −1 < 0).
+        let previous = delta(1.0);
+        let inputs = vec![
+            input("a", -1.0, 0.5),
+            input("b", -2.0, 0.5),
+            input("c", -3.0, 0.5),
+        ];
+        let out = aggregate_bands(&inputs, Some(&previous), &DafConfig::new(0)).unwrap();
+        // The other bands aggregate (f = 0: the plain mean) ...
+        assert_eq!(out.delta.tensors[0].data, vec![-2.0, -2.0]);
+        assert_eq!(out.delta.tensors[2].data, vec![-2.0]);
+        // ... the domain band holds, each input keeping its cosine reason.
+        assert_eq!(out.delta.tensors[1].data, vec![0.0, 0.0]);
+        let dom = &out.groups[1].outcome;
+        assert!(dom.held);
+        let why = &dom.fallback.as_ref().expect("the hold is reported").reason;
+        assert!(why.contains("rejected all 3 updates"), "{why}");
+        for r in &dom.inputs {
+            assert!(
+                matches!(r.status, Status::Rejected(RejectReason::CosineBelow { .. })),
+                "{:?}",
+                r.status
+            );
+        }
+        // One input along the global is enough for the rule to run as usual.
+        let mut inputs = inputs;
+        inputs[0] = input("a", 1.0, 0.5);
+        let out = aggregate_bands(&inputs, Some(&previous), &DafConfig::new(0)).unwrap();
+        assert!(!out.groups[1].outcome.held);
+        assert_eq!(out.delta.tensors[1].data, vec![1.0, -1.0]);
     }
 
     #[test]
