@@ -334,15 +334,14 @@ pub fn aggregate_band_refs(
                 // A weighted rule refuses when no kept input has weight; a quality-weighted band
                 // then holds. A band whose pre-filters reject every input holds too. The screen
                 // runs again only on these rare paths.
-                let held = match (&e, gcfg.weights) {
+                let cause = match (&e, gcfg.weights) {
                     (AggregateError::BadWeights { .. }, WeightSource::Improvement { .. }) => {
-                        hold_without_improvement(&agg_inputs, prev.as_deref(), gcfg, numel)
+                        Some(Hold::NoImprovement)
                     }
-                    (AggregateError::AllRejected { .. }, _) => {
-                        hold_all_rejected(&agg_inputs, prev.as_deref(), gcfg, numel)
-                    }
+                    (AggregateError::AllRejected { .. }, _) => Some(Hold::AllRejected),
                     _ => None,
                 };
+                let held = cause.and_then(|c| hold(c, &agg_inputs, prev.as_deref(), gcfg, numel));
                 held.ok_or_else(|| AggregateError::Group {
                     group: group.to_string(),
                     source: Box::new(e),
@@ -376,10 +375,20 @@ pub fn aggregate_band_refs(
     })
 }
 
-/// The hold of a quality-weighted group whose rule refused its weights: `Some` (a zero aggregate,
-/// every input rejected) when the pre-filter keeps at least one input and none of the kept ones
-/// has a positive weight; `None` otherwise (the rule's refusal stands).
-fn hold_without_improvement(
+/// Why a group holds.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// A quality-weighted rule refused: the pre-filter kept inputs, none with a positive weight.
+    NoImprovement,
+    /// The pre-filters rejected every input.
+    AllRejected,
+}
+
+/// The hold of a group whose rule refused for `cause`: `Some` (a zero aggregate, the band keeps
+/// its previous global; every input reported rejected — zero weight, or its pre-filter reason)
+/// when a second screen confirms the cause; `None` otherwise (the refusal stands).
+fn hold(
+    cause: Hold,
     inputs: &[Input<'_>],
     previous: Option<&[f32]>,
     gcfg: &GroupConfig,
@@ -389,62 +398,34 @@ fn hold_without_improvement(
     let rows: Vec<&[f32]> = inputs.iter().map(|i| i.values).collect();
     let ids: Vec<&str> = inputs.iter().map(|i| i.node_id).collect();
     let (mut reports, kept) = gcfg.prefilter.screen(&rows, &ids, previous);
-    if kept.is_empty() || kept.iter().any(|&i| inputs[i].weight > 0.0) {
-        return None;
-    }
-    for &i in &kept {
-        reports[i].status = Status::Rejected(RejectReason::ZeroWeight);
-        reports[i].weight = Some(0.0);
-    }
-    tracing::info!(
-        n = inputs.len(),
-        kept = kept.len(),
-        "no kept update reports a held-out improvement; the group holds"
-    );
-    Some(Outcome {
-        aggregate: vec![0.0; numel],
-        rule: gcfg.rule.rule,
-        fallback: Some(FallbackUsed {
-            configured: gcfg.rule.rule,
-            reason: format!(
-                "none of the {} updates the pre-filter kept reports a held-out improvement; \
-                 the band keeps its previous global",
+    let reason = match cause {
+        Hold::NoImprovement => {
+            if kept.is_empty() || kept.iter().any(|&i| inputs[i].weight > 0.0) {
+                return None;
+            }
+            for &i in &kept {
+                reports[i].status = Status::Rejected(RejectReason::ZeroWeight);
+                reports[i].weight = Some(0.0);
+            }
+            format!(
+                "none of the {} updates the pre-filter kept reports a held-out improvement",
                 kept.len()
-            ),
-        }),
-        held: true,
-        inputs: reports,
-    })
-}
-
-/// The hold of a group whose pre-filters rejected every input: `Some` (a zero aggregate, every
-/// input reported with its pre-filter reason) when the screen indeed keeps none; `None` otherwise.
-fn hold_all_rejected(
-    inputs: &[Input<'_>],
-    previous: Option<&[f32]>,
-    gcfg: &GroupConfig,
-    numel: usize,
-) -> Option<Outcome> {
-    gcfg.prefilter.validate().ok()?;
-    let rows: Vec<&[f32]> = inputs.iter().map(|i| i.values).collect();
-    let ids: Vec<&str> = inputs.iter().map(|i| i.node_id).collect();
-    let (reports, kept) = gcfg.prefilter.screen(&rows, &ids, previous);
-    if !kept.is_empty() {
-        return None;
-    }
-    tracing::info!(
-        n = inputs.len(),
-        "the pre-filters rejected every update; the group holds"
-    );
+            )
+        }
+        Hold::AllRejected => {
+            if !kept.is_empty() {
+                return None;
+            }
+            format!("the pre-filters rejected all {} updates", inputs.len())
+        }
+    };
+    tracing::info!(n = inputs.len(), kept = kept.len(), %reason, "the group holds");
     Some(Outcome {
         aggregate: vec![0.0; numel],
         rule: gcfg.rule.rule,
         fallback: Some(FallbackUsed {
             configured: gcfg.rule.rule,
-            reason: format!(
-                "the pre-filters rejected all {} updates; the band keeps its previous global",
-                inputs.len()
-            ),
+            reason: format!("{reason}; the band keeps its previous global"),
         }),
         held: true,
         inputs: reports,
