@@ -92,7 +92,8 @@ pub fn apply(global: &Delta, delta: &Delta) -> Result<Delta, ruvdllm::delta::Del
     apply_scaled(global, delta, 1.0)
 }
 
-/// `global + lr · delta` (same layout, any order); `lr` = 1 adds exactly.
+/// `global + lr · delta` (same layout, any order), summed in f64: at `lr` = 1 this is the f32 sum
+/// exactly (an f64 holds the sum of two f32 values well enough to round it correctly).
 pub fn apply_scaled(
     global: &Delta,
     delta: &Delta,
@@ -101,14 +102,8 @@ pub fn apply_scaled(
     let aligned = global.aligned(delta)?;
     let mut out = global.clone();
     for (t, d) in out.tensors.iter_mut().zip(&aligned.tensors) {
-        if lr == 1.0 {
-            for (v, x) in t.data.iter_mut().zip(&d.data) {
-                *v += x;
-            }
-        } else {
-            for (v, x) in t.data.iter_mut().zip(&d.data) {
-                *v = (f64::from(*v) + lr * f64::from(*x)) as f32;
-            }
+        for (v, x) in t.data.iter_mut().zip(&d.data) {
+            *v = (f64::from(*v) + lr * f64::from(*x)) as f32;
         }
     }
     Ok(out)
