@@ -575,6 +575,43 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_starved_by_the_prefilter_refuses_the_round_and_says_so() {
+        // Median with f = 1 needs 3 updates. The domain pre-filter's cosine (≥ 0 to the previous
+        // global) drops two of the four, so the domain band's median sees 2 < 3 and refuses the
+        // round (DESIGN §6; a configured fallback is the way to keep going), naming the band and
+        // what the pre-filters kept.
+        let previous = delta(1.0);
+        let inputs = vec![
+            input("a", 1.0, 0.5),
+            input("b", 2.0, 0.5),
+            input("c", -3.0, 0.5),
+            input("d", -4.0, 0.5),
+        ];
+        let mut cfg = DafConfig::new(1);
+        cfg.coarse = GroupConfig::plain(Rule::Median, 1);
+        cfg.fine = GroupConfig::plain(Rule::Median, 1);
+        cfg.domain.rule = RuleConfig::new(Rule::Median).with_f(1);
+        let err = aggregate_bands(&inputs, Some(&previous), &cfg).unwrap_err();
+        let why = err.to_string();
+        assert!(why.starts_with("group `domain`"), "{why}");
+        assert!(why.contains("kept 2 of 4 inputs"), "{why}");
+        assert!(why.contains("median refuses n = 2, f = 1"), "{why}");
+        // A fallback keeps the band going over what the pre-filters kept, and says why.
+        cfg.domain.rule.fallback = Some(Rule::FedAvg);
+        let out = aggregate_bands(&inputs, Some(&previous), &cfg).unwrap();
+        let dom = &out.groups[1].outcome;
+        assert_eq!(dom.rule, Rule::FedAvg);
+        assert!(!dom.held);
+        assert!(dom.fallback.as_ref().unwrap().reason.contains("n = 2"));
+        assert_eq!(out.delta.tensors[1].data, vec![1.5, -1.5]);
+        // Too few updates for the rule without any screening: the plain refusal.
+        cfg.domain.rule.fallback = None;
+        let err = aggregate_bands(&inputs[..2], Some(&previous), &cfg).unwrap_err();
+        assert!(!err.to_string().contains("pre-filters"), "{err}");
+        assert!(err.to_string().contains("median refuses n = 2"), "{err}");
+    }
+
+    #[test]
     fn sample_weighted_groups_never_hold() {
         let mut inputs = vec![input("a", 1.0, 0.0), input("b", 2.0, 0.0)];
         for i in &mut inputs {

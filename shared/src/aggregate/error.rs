@@ -57,6 +57,12 @@ pub enum AggregateError {
         node_id: String,
         source: crate::delta::DeltaError,
     },
+    #[error("the pre-filters kept {kept} of {n} inputs, and {source}")]
+    Screened {
+        kept: usize,
+        n: usize,
+        source: Box<AggregateError>,
+    },
     #[error("group `{group}`: {source}")]
     Group {
         group: String,

@@ -171,7 +171,20 @@ pub fn aggregate(
         .map(|g| g.iter().map(|&i| inputs[i].weight).sum())
         .collect();
 
-    let (out, rule, fallback) = apply_with_fallback(cfg, &group_rows, &group_weights, previous)?;
+    let (out, rule, fallback) = apply_with_fallback(cfg, &group_rows, &group_weights, previous)
+        .map_err(|e| match e {
+            // Say when the pre-filters are why the rule saw too few inputs.
+            AggregateError::Condition { .. } | AggregateError::FallbackFailed { .. }
+                if kept.len() < inputs.len() =>
+            {
+                AggregateError::Screened {
+                    kept: kept.len(),
+                    n: inputs.len(),
+                    source: Box::new(e),
+                }
+            }
+            e => e,
+        })?;
     for (b, (g, mark)) in groups.iter().zip(&out.marks).enumerate() {
         for &i in g {
             let r = &mut reports[i];
