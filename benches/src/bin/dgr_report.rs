@@ -15,6 +15,10 @@
 //! options) with and without DGR, alternated `--reps` times; each step is timed between the
 //! sampler's step callbacks; the table compares the medians over all steps.
 //!
+//! With `--global DIR` the "+ TALoRA" rows use that adapter (a simulation's global) for every
+//! domain, while the banks keep each domain's own patterns: local retrieval on top of the
+//! federated adapter, which is how a node daemon serves.
+//!
 //! `cargo run -p ruvdllm-benches --bin dgr_report -- --steps 60 --n 64 --eval-n 8 --reps 3`
 
 // Node-side work (retrieval, DGR, generation): the allocator of the `node` binary.
@@ -25,6 +29,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Parser;
 use rand::SeedableRng;
 use ruvdllm::adapter::train::{self, TrainOptions};
@@ -68,6 +73,12 @@ struct Args {
     /// Monte-Carlo draws per sequence for the perplexity bound.
     #[arg(long, default_value_t = 16)]
     mc: usize,
+    /// A TALoRA adapter folder (e.g. a simulation's `adapters/round-004`): the "+ TALoRA" rows
+    /// use it for every domain — the federated global a node serves — while the banks still hold
+    /// each domain's own fine-tuned patterns, so "+ DGR" measures local retrieval on top of the
+    /// global adapter.
+    #[arg(long)]
+    global: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -189,6 +200,16 @@ fn main() -> anyhow::Result<()> {
     let tok = tok.as_ref();
     let g = Generator::new(data::DEFAULT_SEED);
     let projection = KeyProjection::new(bank::DEFAULT_KEY_SEED, base.config().d_model)?;
+    let global = match &args.global {
+        Some(dir) => {
+            let t = Talora::load(dir)
+                .with_context(|| format!("loading the TALoRA adapter {}", dir.display()))?;
+            let mut m = base.clone();
+            m.set_adapter(t.to_adapter(&base)?);
+            Some(m)
+        }
+        None => None,
+    };
     let mut banks = Banks::new(bank::Config::default())?;
 
     // 1. One adapter per domain, all inserted into the same banks.
@@ -216,9 +237,14 @@ fn main() -> anyhow::Result<()> {
             64,
             i as u64,
         )?;
-        let mut m = base.clone();
-        m.set_adapter(talora.to_adapter(&base)?);
-        adapted.push(m);
+        adapted.push(match &global {
+            Some(g) => g.clone(),
+            None => {
+                let mut m = base.clone();
+                m.set_adapter(talora.to_adapter(&base)?);
+                m
+            }
+        });
     }
     let train_secs = train_start.elapsed().as_secs_f64();
 
@@ -310,6 +336,13 @@ fn main() -> anyhow::Result<()> {
         plain.block_length,
         banks.len()
     );
+    if let Some(dir) = &args.global {
+        println!(
+            "+ TALoRA = the global adapter {} for every domain; the banks hold each domain's own \
+             fine-tuned patterns",
+            dir.display()
+        );
+    }
     println!();
     println!("| model | held-out loss | perplexity bound | exact match | tok/s |");
     println!("|---|--:|--:|--:|--:|");
