@@ -49,6 +49,11 @@ pub struct SimArgs {
     pub rule_domain: Option<String>,
     #[arg(long)]
     pub rule_fine: Option<String>,
+    /// Fallback rule of every band: runs when a band's rule refuses its condition on n and f
+    /// (for example after the pre-filters left too few updates), recorded in the round's notes.
+    /// Without it such a round is refused and the global stays unchanged.
+    #[arg(long)]
+    pub fallback: Option<String>,
     /// Norm-bound pre-filter on every band: reject updates above this multiple of the median norm.
     #[arg(long)]
     pub norm_bound: Option<f64>,
@@ -196,6 +201,7 @@ impl SimConfig {
             "rule_coarse": a.rule_coarse,
             "rule_domain": a.rule_domain,
             "rule_fine": a.rule_fine,
+            "fallback": a.fallback,
             "aggregation": self.daf,
             "norm_bound": a.norm_bound,
             "cosine_filter": a.cosine_filter,
@@ -424,6 +430,7 @@ impl SimArgs {
             BandSection {
                 weights: (domain && rule.is_some()).then(|| "samples".to_string()),
                 rule,
+                fallback: self.fallback.clone(),
                 norm_bound_median_multiple: self.norm_bound,
                 cosine_threshold: self.cosine_filter,
                 cosine_reference: self
@@ -482,6 +489,12 @@ mod tests {
         let c = parse(&["--rule", "median", "--rule-fine", "krum"]).unwrap();
         assert_eq!(c.daf.domain.rule.rule, ruvdllm::aggregate::Rule::Median);
         assert_eq!(c.daf.fine.rule.rule, ruvdllm::aggregate::Rule::Krum);
+        let c = parse(&["--rule", "median", "--fallback", "fedavg"]).unwrap();
+        for g in [&c.daf.coarse, &c.daf.domain, &c.daf.fine] {
+            assert_eq!(g.rule.fallback, Some(ruvdllm::aggregate::Rule::FedAvg));
+        }
+        assert_eq!(c.to_json()["fallback"], "fedavg");
+        assert_eq!(parse(&[]).unwrap().daf.domain.rule.fallback, None);
         assert_eq!(
             parse(&["--transport", "libp2p"]).unwrap().args.transport,
             Transport::Libp2p
@@ -493,6 +506,7 @@ mod tests {
             &["--attack", "ipm"],
             &["--codec", "int9"],
             &["--rule", "krumm"],
+            &["--rule", "median", "--fallback", "krumm"],
             &["--dp-noise", "1"],
             &["--gen-length", "12"],
             &["--processes", "--byzantine", "1", "--attack", "ipm"],
