@@ -259,6 +259,10 @@ pub fn table_row(r: &RoundRecord) -> String {
             .collect();
         row.push_str(&format!("  rejected: {}", reasons.join(", ")));
     }
+    // A refused round, a held band or a fallback: say so in the row, not only in report.json.
+    for note in &r.aggregation_notes {
+        row.push_str(&format!("  [{note}]"));
+    }
     row
 }
 
@@ -331,6 +335,16 @@ mod tests {
         let row = table_row(&back.rounds[0]);
         assert!(row.contains("2.5 kB") && row.contains("1.20 MB") && row.contains("25.0%"));
         assert!(row.contains("non-finite×1"), "{row}");
+        assert!(!row.contains('['), "{row}");
+        let mut refused = back.rounds[0].clone();
+        refused
+            .aggregation_notes
+            .push("aggregation refused, global unchanged: group `domain`: …".into());
+        let row = table_row(&refused);
+        assert!(
+            row.ends_with("  [aggregation refused, global unchanged: group `domain`: …]"),
+            "{row}"
+        );
         // A diverged round (NaN loss) is written and read back too.
         let mut diverged = report.clone();
         diverged.rounds[1].quality.heldout_loss = f64::NAN;
