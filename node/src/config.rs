@@ -186,6 +186,10 @@ pub struct Train {
     pub band_schedule: String,
     /// Seed of the training noise and data order.
     pub seed: u64,
+    /// Keep each band's AdamW moments from one round to the next (in memory: a restarted node
+    /// starts afresh). Federated rounds then follow on like one long local run; see the README's
+    /// convergence probes.
+    pub keep_optimizer_state: bool,
 }
 
 impl Default for Train {
@@ -201,6 +205,7 @@ impl Default for Train {
             targets: "q,v".into(),
             band_schedule: "round-robin".into(),
             seed: 0,
+            keep_optimizer_state: false,
         }
     }
 }
@@ -603,6 +608,7 @@ impl Train {
                 lr: self.lr,
                 warmup: self.warmup,
                 schedule,
+                keep_optimizer_state: self.keep_optimizer_state,
                 ..TrainOptions::default()
             },
             seed: self.seed,

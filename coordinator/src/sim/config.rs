@@ -103,6 +103,10 @@ pub struct SimArgs {
     /// (1 = plain averaging; FedAvgM's `server_learning_rate` without momentum), in (0, 10].
     #[arg(long, default_value_t = 1.0)]
     pub server_lr: f64,
+    /// Each node keeps its AdamW moments from one round to the next (`[train]
+    /// keep_optimizer_state` in node.toml) instead of starting every round afresh.
+    #[arg(long)]
+    pub keep_optimizer_state: bool,
     /// Rows per local step. On the committed base batch 8 holds exact match above the base's in
     /// every round (6/80 against 4/80); batch 4 peaks at 7/80 after round 2 and falls back to
     /// 5/80 (`--eval-n 16`, both).
@@ -219,6 +223,7 @@ impl SimConfig {
             "local_steps": a.local_steps,
             "lr": a.lr,
             "server_lr": a.server_lr,
+            "keep_optimizer_state": a.keep_optimizer_state,
             "batch_size": a.batch_size,
             "seq_len": a.seq_len,
             "samples": a.samples,
@@ -239,7 +244,7 @@ impl SimConfig {
     pub fn summary(&self) -> String {
         let a = &self.args;
         format!(
-            "{} nodes{} ({} Byzantine{}), {} rounds × {} local steps (batch {} × {} tokens, lr {}), \
+            "{} nodes{} ({} Byzantine{}), {} rounds × {} local steps (batch {} × {} tokens, lr {}{}), \
              codec {}, rule {}{}, {} transport{}, seed {}, held-out {} per domain",
             a.nodes,
             a.layout_nodes
@@ -258,6 +263,11 @@ impl SimConfig {
             a.batch_size,
             a.seq_len,
             a.lr,
+            if a.keep_optimizer_state {
+                ", AdamW state kept across rounds"
+            } else {
+                ""
+            },
             self.mode,
             a.rule.as_deref().unwrap_or("DAF defaults"),
             if a.server_lr == 1.0 {
@@ -494,6 +504,10 @@ mod tests {
             assert_eq!(g.rule.fallback, Some(ruvdllm::aggregate::Rule::FedAvg));
         }
         assert_eq!(c.to_json()["fallback"], "fedavg");
+        assert_eq!(c.to_json()["keep_optimizer_state"], false);
+        let c = parse(&["--keep-optimizer-state"]).unwrap();
+        assert!(c.args.keep_optimizer_state);
+        assert!(c.summary().contains("AdamW state kept across rounds"));
         assert_eq!(parse(&[]).unwrap().daf.domain.rule.fallback, None);
         assert_eq!(
             parse(&["--transport", "libp2p"]).unwrap().args.transport,

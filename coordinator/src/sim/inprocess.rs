@@ -185,6 +185,7 @@ pub fn node_train_options(prep: &Prepared) -> ruvdllm::adapter::train::TrainOpti
         seq_len: a.seq_len,
         lr: a.lr,
         warmup: 0,
+        keep_optimizer_state: a.keep_optimizer_state,
         ..Default::default()
     }
 }

@@ -161,6 +161,7 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
             seq_len: opts.seq_len,
             lr: opts.lr,
             warmup: opts.warmup,
+            keep_optimizer_state: opts.keep_optimizer_state,
             seed: a.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9),
             ..Train::default()
         },

@@ -75,6 +75,9 @@ pub struct TaloraTrainer {
     seed: u64,
     last: Option<RoundStats>,
     banks: Option<Arc<crate::serve::LocalBanks>>,
+    /// Each band's AdamW moments after the last round (`opts.keep_optimizer_state`; in memory
+    /// only: a restarted node starts with fresh moments).
+    moments: train::BandMoments,
 }
 
 impl std::fmt::Debug for TaloraTrainer {
@@ -145,6 +148,7 @@ impl TaloraTrainer {
             seed,
             last: None,
             banks: None,
+            moments: train::BandMoments::default(),
         })
     }
 
@@ -178,6 +182,12 @@ impl TaloraTrainer {
     /// Replaces the training examples (e.g. an attacker flipping its labels).
     pub fn examples_mut(&mut self) -> &mut Vec<Example> {
         &mut self.examples
+    }
+
+    /// AdamW steps each band's kept moments have seen (`[coarse, domain, fine]`; empty unless
+    /// `keep_optimizer_state` and a round has trained).
+    pub fn optimizer_steps(&self) -> Vec<usize> {
+        self.moments.steps()
     }
 
     /// The last round's statistics.
@@ -232,13 +242,24 @@ impl TaloraTrainer {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
             self.seed ^ ctx.round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
-        let report = train::run(
-            &self.model,
-            &mut trained,
-            &self.examples,
-            &self.opts,
-            &mut rng,
-        )
+        let report = if self.opts.keep_optimizer_state {
+            train::run_continuing(
+                &self.model,
+                &mut trained,
+                &self.examples,
+                &self.opts,
+                &mut rng,
+                &mut self.moments,
+            )
+        } else {
+            train::run(
+                &self.model,
+                &mut trained,
+                &self.examples,
+                &self.opts,
+                &mut rng,
+            )
+        }
         .map_err(|e| TrainError(format!("TALoRA training: {e}")))?;
         let after = self.validation_losses(&trained)?;
         if let Some(banks) = &self.banks {
@@ -394,6 +415,57 @@ mod tests {
         let ctx2 = RoundInfo { round: 2, ..ctx };
         let again = trainer.train_round(&ctx2, &next).unwrap();
         next.check_same_layout(&again.delta).unwrap();
+        assert!(
+            trainer.optimizer_steps().is_empty(),
+            "nothing kept by default"
+        );
+    }
+
+    #[test]
+    fn kept_optimizer_state_carries_into_the_next_round() {
+        let model = Arc::new(random_model());
+        let spec = Spec::new([4, 2, 2], Target::QV.to_vec()).unwrap();
+        let opts = |keep| TrainOptions {
+            steps: 6,
+            batch_size: 4,
+            seq_len: 12,
+            lr: 1e-2,
+            warmup: 0,
+            keep_optimizer_state: keep,
+            ..TrainOptions::default()
+        };
+        let trainer = |keep| {
+            TaloraTrainer::new(
+                model.clone(),
+                spec.clone(),
+                examples(0..10),
+                examples(0..10),
+                opts(keep),
+                9,
+            )
+            .unwrap()
+        };
+        let global = Talora::new(spec.clone(), 21, Shape::from(model.config()))
+            .unwrap()
+            .to_delta();
+        let ctx = |round| RoundInfo {
+            round,
+            run_seed: 21,
+            global_hash: String::new(),
+        };
+        let (mut kept, mut fresh) = (trainer(true), trainer(false));
+        // Round 1 is the same either way; the kept trainer now holds 2 steps per band.
+        let a = kept.train_round(&ctx(1), &global).unwrap();
+        let b = fresh.train_round(&ctx(1), &global).unwrap();
+        assert_eq!(a.delta, b.delta);
+        assert_eq!(kept.optimizer_steps(), vec![2, 2, 2]);
+        // Round 2 from the same global: the kept moments change the update.
+        let a = kept.train_round(&ctx(2), &global).unwrap();
+        let b = fresh.train_round(&ctx(2), &global).unwrap();
+        assert_ne!(a.delta, b.delta);
+        assert!(a.delta.all_finite());
+        assert_eq!(kept.optimizer_steps(), vec![4, 4, 4]);
+        assert!(fresh.optimizer_steps().is_empty());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::delta::{Delta, NamedTensor};
 use crate::model::Model;
 use crate::train::batch::vary_answer_regions;
 use crate::train::{
-    Example, NoiseOptions, Objective, Schedule, Trainer, masked_diffusion_loss_with, pack,
+    Example, Moments, NoiseOptions, Objective, Schedule, Trainer, masked_diffusion_loss_with, pack,
 };
 
 /// Which band each step trains.
@@ -103,6 +103,9 @@ pub struct TrainOptions {
     /// p down to ε) a row with a tiny `t` carries weights up to 1/ε and dominates a small batch;
     /// `Weighting::Mean` with stratified `t` is the low-variance denoiser signal.
     pub noise: NoiseOptions,
+    /// Keep each band's AdamW moments from one round to the next ([`run_continuing`]). Read by
+    /// callers that train round after round (a node's trainer); [`run`] itself trains once.
+    pub keep_optimizer_state: bool,
 }
 
 impl Default for TrainOptions {
@@ -118,6 +121,7 @@ impl Default for TrainOptions {
             schedule: BandSchedule::RoundRobin,
             vary_canvas: true,
             noise: NoiseOptions::default(),
+            keep_optimizer_state: false,
         }
     }
 }
@@ -150,6 +154,45 @@ pub fn run(
     examples: &[Example],
     opts: &TrainOptions,
     rng: &mut impl RngCore,
+) -> Result<TrainReport, Error> {
+    run_inner(model, talora, examples, opts, rng, None)
+}
+
+/// Each band's AdamW moments after a [`run_continuing`], for the next one (`[coarse, domain,
+/// fine]`; empty before the first run).
+#[derive(Debug, Clone, Default)]
+pub struct BandMoments(Vec<Moments>);
+
+impl BandMoments {
+    /// AdamW steps each band's moments have seen (`[coarse, domain, fine]`; empty before the
+    /// first run).
+    pub fn steps(&self) -> Vec<usize> {
+        self.0.iter().map(Moments::steps).collect()
+    }
+}
+
+/// [`run`] that continues each band's AdamW moments from `moments` (left by the previous call;
+/// empty: fresh moments) and leaves this run's there: what a node that keeps its optimiser
+/// state across federated rounds calls each round. The learning-rate schedule starts afresh
+/// every call; bias correction counts every step the moments have seen.
+pub fn run_continuing(
+    model: &Model,
+    talora: &mut Talora,
+    examples: &[Example],
+    opts: &TrainOptions,
+    rng: &mut impl RngCore,
+    moments: &mut BandMoments,
+) -> Result<TrainReport, Error> {
+    run_inner(model, talora, examples, opts, rng, Some(moments))
+}
+
+fn run_inner(
+    model: &Model,
+    talora: &mut Talora,
+    examples: &[Example],
+    opts: &TrainOptions,
+    rng: &mut impl RngCore,
+    moments: Option<&mut BandMoments>,
 ) -> Result<TrainReport, Error> {
     super::attach::check_shape(model, talora.shape())?;
     let invalid = |field, reason: String| Error::Spec { field, reason };
@@ -228,6 +271,19 @@ pub fn run(
         )?);
     }
 
+    if let Some(m) = moments.as_deref()
+        && !m.0.is_empty()
+    {
+        if m.0.len() != trainers.len() {
+            return Err(invalid(
+                "moments",
+                format!("{} bands of optimiser moments, expected 3", m.0.len()),
+            ));
+        }
+        for (t, m) in trainers.iter_mut().zip(&m.0) {
+            t.continue_from(m.clone())?;
+        }
+    }
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut cursor = order.len();
     let mut losses: [Vec<f64>; 3] = Default::default();
@@ -287,6 +343,9 @@ pub fn run(
             .collect::<Result<_, Error>>()?,
     };
     talora.set_b(&trained)?;
+    if let Some(m) = moments {
+        m.0 = trainers.iter().map(Trainer::moments).collect();
+    }
     Ok(report)
 }
 

@@ -20,7 +20,7 @@ pub use objective::{
     NoiseOptions, Objective, Weighting, masked_diffusion_loss, masked_diffusion_loss_with,
 };
 pub use pretrain::{OPTIMIZER_FILE, PretrainOptions, StepReport, is_sft_row, pretrain, sft_rows};
-pub use trainer::{Schedule, StateInfo, Trainer};
+pub use trainer::{Moments, Schedule, StateInfo, Trainer};
 
 /// Uniform `[0, 1)` from a ChaCha stream's raw words (stable across `rand` versions).
 pub(crate) fn unit_f64(rng: &mut impl rand::RngCore) -> f64 {

@@ -47,6 +47,26 @@ pub struct Trainer {
     weight_decay: f64,
     max_grad_norm: Option<f64>,
     step: usize,
+    /// AdamW steps taken before this trainer's first (by the trainers whose [`Moments`] it
+    /// continues): bias correction counts them, the schedule does not.
+    earlier_steps: usize,
+}
+
+/// AdamW's moments and step count, carried from one trainer to the next (a node that keeps its
+/// optimiser state across federated rounds): the next trainer starts with these moments and
+/// bias-corrects as if its steps followed on, while its learning-rate schedule starts afresh.
+#[derive(Debug, Clone)]
+pub struct Moments {
+    /// Per variable: first and second moment.
+    moments: Vec<(Tensor, Tensor)>,
+    steps: usize,
+}
+
+impl Moments {
+    /// AdamW steps these moments have seen.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
 }
 
 impl Trainer {
@@ -67,7 +87,40 @@ impl Trainer {
             weight_decay,
             max_grad_norm,
             step: 0,
+            earlier_steps: 0,
         })
+    }
+
+    /// The moments to continue from in a later trainer of the same variables' shapes.
+    pub fn moments(&self) -> Moments {
+        Moments {
+            moments: self.moments.clone(),
+            steps: self.earlier_steps + self.step,
+        }
+    }
+
+    /// Continues from `m` (see [`Moments`]). Every moment must have its variable's shape; an
+    /// error names the first that does not (nothing is changed then).
+    pub fn continue_from(&mut self, m: Moments) -> Result<()> {
+        if m.moments.len() != self.vars.len() {
+            candle_core::bail!(
+                "optimiser moments for {} variables, this trainer has {}",
+                m.moments.len(),
+                self.vars.len()
+            );
+        }
+        for (i, (var, (first, second))) in self.vars.iter().zip(&m.moments).enumerate() {
+            if first.dims() != var.dims() || second.dims() != var.dims() {
+                candle_core::bail!(
+                    "optimiser moments of variable {i} have shape {:?}, the variable {:?}",
+                    first.dims(),
+                    var.dims()
+                );
+            }
+        }
+        self.moments = m.moments;
+        self.earlier_steps = m.steps;
+        Ok(())
     }
 
     /// Optimiser steps taken (restored by [`Trainer::load_state`]); the schedule reads it.
@@ -106,7 +159,7 @@ impl Trainer {
         };
         let lr = self.schedule.lr(self.step);
         self.step += 1;
-        let t = self.step as i32;
+        let t = (self.earlier_steps + self.step).min(i32::MAX as usize) as i32;
         let (scale_m, scale_v) = (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));
         for (var, (m, v)) in self.vars.iter().zip(self.moments.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else {
@@ -298,6 +351,64 @@ mod tests {
         );
         let nan = Tensor::new(f32::NAN, &dev)?;
         assert!(tr.step(&nan).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn continued_moments_equal_an_uninterrupted_run() -> Result<()> {
+        // At a constant rate, 3 steps of one trainer = 2 steps, then a new trainer that continues
+        // from the first one's moments for 1 step; a fresh second trainer is different.
+        let dev = Device::Cpu;
+        let init = Tensor::new(&[0.3f32, -1.2, 2.0], &dev)?;
+        let target = Tensor::new(&[1f32, -2.0, 3.0], &dev)?;
+        let sched = Schedule {
+            peak_lr: 0.05,
+            warmup: 0,
+            total: 10,
+            floor: 1.0,
+        };
+        let steps = |tr: &mut Trainer, w: &Var, n: usize| -> Result<()> {
+            for _ in 0..n {
+                tr.step(&(w.as_tensor() - &target)?.sqr()?.sum_all()?)?;
+            }
+            Ok(())
+        };
+        let whole = Var::from_tensor(&init)?;
+        steps(
+            &mut Trainer::new(vec![whole.clone()], sched, 0.1, None)?,
+            &whole,
+            3,
+        )?;
+
+        let split = Var::from_tensor(&init)?;
+        let mut first = Trainer::new(vec![split.clone()], sched, 0.1, None)?;
+        steps(&mut first, &split, 2)?;
+        let moments = first.moments();
+        assert_eq!(moments.steps(), 2);
+        let fresh = Var::from_tensor(split.as_tensor())?;
+        let mut second = Trainer::new(vec![split.clone()], sched, 0.1, None)?;
+        second.continue_from(moments.clone())?;
+        steps(&mut second, &split, 1)?;
+        assert_eq!(second.moments().steps(), 3);
+        assert_eq!(
+            split.as_tensor().to_vec1::<f32>()?,
+            whole.as_tensor().to_vec1::<f32>()?
+        );
+        steps(
+            &mut Trainer::new(vec![fresh.clone()], sched, 0.1, None)?,
+            &fresh,
+            1,
+        )?;
+        assert_ne!(
+            fresh.as_tensor().to_vec1::<f32>()?,
+            whole.as_tensor().to_vec1::<f32>()?
+        );
+        // Moments of another shape are refused, and nothing changes.
+        let other = Var::zeros(2, DType::F32, &dev)?;
+        let mut tr = Trainer::new(vec![other], sched, 0.1, None)?;
+        let e = tr.continue_from(moments).unwrap_err().to_string();
+        assert!(e.contains("shape"), "{e}");
+        assert_eq!(tr.moments().steps(), 0);
         Ok(())
     }
 
