@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ruvdllm::aggregate::daf::{DafConfig, GroupConfig, WeightSource};
-use ruvdllm::aggregate::{NormBound, Rule};
+use ruvdllm::aggregate::{NormBound, Rule, ServerOptSpec, ServerOptimizer};
 use ruvdllm::delta::Delta;
 use ruvdllm_proto::p2p::{self, Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
@@ -165,9 +165,19 @@ pub struct BandSection {
 pub struct Aggregation {
     /// Assumed Byzantine nodes per round.
     pub f: usize,
-    /// Server learning rate: the global moves by this multiple of each round's aggregate
-    /// (default 1, plain averaging; FedAvgM's `server_learning_rate` without momentum).
+    /// Server optimizer, Flower's semantics: `fedavgm` (default), `fedadam`, `fedyogi`,
+    /// `fedadagrad`. Its moments are stored with each round's global in `state_dir`.
+    pub server_optimizer: Option<String>,
+    /// η: the global moves by this multiple of each round's (optimizer-processed) aggregate.
+    /// Defaults: fedavgm 1 (plain averaging), fedadam 0.1, fedyogi 0.01, fedadagrad 0.1.
     pub server_lr: Option<f64>,
+    /// fedavgm's heavy-ball momentum μ (default 0).
+    pub server_momentum: Option<f64>,
+    /// fedadam / fedyogi: β₁ (default 0.9) and β₂ (default 0.99).
+    pub server_beta1: Option<f64>,
+    pub server_beta2: Option<f64>,
+    /// fedadam / fedyogi / fedadagrad: τ, the adaptivity floor (defaults 1e-9 / 1e-3 / 1e-9).
+    pub server_tau: Option<f64>,
     pub coarse: BandSection,
     pub domain: BandSection,
     pub fine: BandSection,
@@ -339,7 +349,7 @@ impl File {
             TransportKind::Libp2p => Transport::Libp2p(self.libp2p.validate()?),
         };
         let daf = daf_config(&self.aggregation)?;
-        let server_lr = server_lr(&self.aggregation)?;
+        let server_opt = server_optimizer(&self.aggregation)?;
         let (mut initial, _) = ruvdllm::delta_io::load(&self.initial_adapter)?;
         if initial.tensors.is_empty() {
             return Err(invalid("initial_adapter", "holds no tensors"));
@@ -366,7 +376,7 @@ impl File {
                 run_seed: self.run_seed,
                 max_payload_bytes: r.max_payload_bytes,
                 daf,
-                server_lr,
+                server_opt,
             },
         })
     }
@@ -473,19 +483,27 @@ fn band(
     Ok(g)
 }
 
-/// The DAF config: DESIGN §6 defaults for `f`, overridden per band.
-/// `aggregation.server_lr`, checked: finite and in (0, 10].
-pub fn server_lr(a: &Aggregation) -> Result<f64, ConfigError> {
-    match a.server_lr {
-        None => Ok(1.0),
-        Some(lr) if lr.is_finite() && lr > 0.0 && lr <= 10.0 => Ok(lr),
-        Some(lr) => Err(invalid(
-            "aggregation.server_lr",
-            format!("{lr} is not in (0, 10]"),
-        )),
+/// `aggregation.server_*`: the server optimizer with Flower's defaults, each value checked.
+pub fn server_optimizer(a: &Aggregation) -> Result<ServerOptimizer, ConfigError> {
+    ServerOptSpec {
+        name: a.server_optimizer.clone(),
+        lr: a.server_lr,
+        momentum: a.server_momentum,
+        beta1: a.server_beta1,
+        beta2: a.server_beta2,
+        tau: a.server_tau,
     }
+    .build()
+    .map_err(|e| {
+        let key = match e.key {
+            "optimizer" => "aggregation.server_optimizer".to_string(),
+            k => format!("aggregation.server_{k}"),
+        };
+        invalid(&key, e.reason)
+    })
 }
 
+/// The DAF config: DESIGN §6 defaults for `f`, overridden per band.
 pub fn daf_config(a: &Aggregation) -> Result<DafConfig, ConfigError> {
     let d = DafConfig::new(a.f);
     Ok(DafConfig {
@@ -509,18 +527,39 @@ mod tests {
     }
 
     #[test]
-    fn server_lr_defaults_to_one_and_refuses_bad_values() {
+    fn server_optimizer_defaults_to_plain_averaging_and_refuses_bad_values() {
         let mut a = Aggregation::default();
-        assert_eq!(server_lr(&a).unwrap(), 1.0);
+        assert_eq!(server_optimizer(&a).unwrap(), ServerOptimizer::default());
         a.server_lr = Some(1.5);
-        assert_eq!(server_lr(&a).unwrap(), 1.5);
+        assert_eq!(server_optimizer(&a).unwrap().lr(), 1.5);
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 11.0] {
             a.server_lr = Some(bad);
-            let e = server_lr(&a).unwrap_err().to_string();
+            let e = server_optimizer(&a).unwrap_err().to_string();
             assert!(e.contains("aggregation.server_lr"), "{bad}: {e}");
         }
-        let f: File = toml::from_str("[aggregation]\nserver_lr = 2.0\n").unwrap();
-        assert_eq!(f.aggregation.server_lr, Some(2.0));
+        let f: File = toml::from_str(
+            "[aggregation]\nserver_optimizer = \"fedyogi\"\nserver_lr = 0.02\nserver_tau = 1e-4\n",
+        )
+        .unwrap();
+        assert_eq!(
+            server_optimizer(&f.aggregation).unwrap(),
+            ServerOptimizer::FedYogi {
+                eta: 0.02,
+                beta1: 0.9,
+                beta2: 0.99,
+                tau: 1e-4
+            }
+        );
+        let f: File = toml::from_str("[aggregation]\nserver_optimizer = \"fedsgd\"\n").unwrap();
+        let e = server_optimizer(&f.aggregation).unwrap_err().to_string();
+        assert!(
+            e.contains("aggregation.server_optimizer") && e.contains("fedadam"),
+            "{e}"
+        );
+        let f: File =
+            toml::from_str("[aggregation]\nserver_momentum = 0.9\nserver_beta1 = 0.5\n").unwrap();
+        let e = server_optimizer(&f.aggregation).unwrap_err().to_string();
+        assert!(e.contains("aggregation.server_beta1"), "{e}");
     }
 
     #[test]

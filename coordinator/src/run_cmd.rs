@@ -99,6 +99,7 @@ pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
         values = s.initial_adapter.numel(),
         min_nodes = s.round.min_nodes,
         quorum = s.round.quorum,
+        server_optimizer = %s.round.server_opt,
         "config is valid"
     );
     Ok(())

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ruvdllm::aggregate::ServerState;
 use ruvdllm::codec::{self, EncodeOptions, Mode, Values};
 use ruvdllm::delta::Delta;
 use ruvdllm_proto::{Announcement, ChunkError, ConvertError, UpdateHeader, sha256_hex};
@@ -222,6 +223,7 @@ impl Service {
                     "stored global adapter does not match initial_adapter's layout: {e}"
                 ))
             })?;
+        let server_state = Self::resume_server_state(store, &cfg, state.round, initial)?;
         let mut deltas = Vec::new();
         let mut kept = Vec::new();
         let layout = initial.layout();
@@ -261,9 +263,58 @@ impl Service {
             accepted = state.accepted.len(),
             "resumed round from the state folder"
         );
-        let m = Machine::restore(cfg, state, global, deltas);
+        let m = Machine::restore(cfg, state, global, server_state, deltas);
         store.save_state(m.state())?;
         Ok(m)
+    }
+
+    /// The server optimizer's moments stored with the global of `round`. Moments written by
+    /// another optimizer than the configured one (the config changed between runs) are not
+    /// reused: the optimizer starts from zero moments, as Flower's strategies do, and says so.
+    fn resume_server_state(
+        store: &Store,
+        cfg: &round::Config,
+        round: u64,
+        initial: &Delta,
+    ) -> Result<ServerState, ServiceError> {
+        let opt = &cfg.server_opt;
+        if !opt.is_stateful() {
+            return Ok(ServerState::default());
+        }
+        let Some((name, stored)) = store.load_server_state(round)? else {
+            if round > 1 {
+                tracing::warn!(
+                    round,
+                    server_optimizer = opt.name(),
+                    "no stored server-optimizer moments; starting from zero moments"
+                );
+            }
+            return Ok(ServerState::default());
+        };
+        if name != opt.name() {
+            tracing::warn!(
+                round,
+                stored = %name,
+                configured = %opt,
+                "stored server-optimizer moments belong to another optimizer; starting afresh"
+            );
+            return Ok(ServerState::default());
+        }
+        let align = |d: Option<Delta>| -> Result<Option<Delta>, ServiceError> {
+            d.map(|d| {
+                initial.aligned(&d).map_err(|e| {
+                    ServiceError::Internal(format!(
+                        "{}: server-optimizer moments do not match initial_adapter's layout: {e}",
+                        store.server_state_path(round).display()
+                    ))
+                })
+            })
+            .transpose()
+        };
+        Ok(ServerState {
+            m: align(stored.m)?,
+            v: align(stored.v)?,
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -484,6 +535,11 @@ impl Service {
                 }
                 Action::StoreGlobal { round } => {
                     self.store.save_global(round, g.machine.global())?;
+                    self.store.save_server_state(
+                        round,
+                        &g.machine.config().server_opt,
+                        g.machine.server_state(),
+                    )?;
                     let blob = Arc::new(GlobalBlob::encode(round, g.machine.global())?);
                     g.blobs.push_front(blob);
                     g.blobs.truncate(2);

@@ -4,6 +4,8 @@
 //! state_dir/
 //!   state.json                     the round machine's snapshot (RoundState)
 //!   global/round-000001.safetensors the global adapter round r trains from (F32, exact)
+//!   global/round-000001.server-opt.safetensors  a stateful server optimizer's moments after
+//!                                  the rounds before r (`m.<tensor>`, `v.<tensor>`, F32, exact)
 //!   updates/round-000001/<node>.rvdc the accepted payloads of the open round, as received
 //! ```
 //!
@@ -11,13 +13,15 @@
 //! Ordering makes a crash at any point safe: an accepted payload is written *before* the state
 //! that lists it and before the node is told it was accepted, so after SIGKILL the state lists
 //! exactly the acknowledged updates (a payload file the state does not list belongs to a
-//! submission that was never acknowledged; the node resubmits it). The next global is written
-//! before the state that opens its round, so a restart never points at a missing adapter.
+//! submission that was never acknowledged; the node resubmits it). The next global (and the
+//! server optimizer's moments) are written before the state that opens its round, so a restart
+//! never points at a missing adapter.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ruvdllm::delta::Delta;
+use ruvdllm::aggregate::{ServerOptimizer, ServerState};
+use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm::delta_io::{self, StoreDtype};
 use ruvdllm::fsutil::write_atomic;
 
@@ -69,6 +73,12 @@ impl Store {
             .join(format!("round-{round:06}.safetensors"))
     }
 
+    pub fn server_state_path(&self, round: u64) -> PathBuf {
+        self.dir
+            .join("global")
+            .join(format!("round-{round:06}.server-opt.safetensors"))
+    }
+
     fn updates_dir(&self, round: u64) -> PathBuf {
         self.dir.join("updates").join(format!("round-{round:06}"))
     }
@@ -110,6 +120,84 @@ impl Store {
 
     pub fn load_global(&self, round: u64) -> Result<Delta, StoreError> {
         Ok(delta_io::load(&self.global_path(round))?.0)
+    }
+
+    /// Stores a stateful server optimizer's moments beside the global of `round` (nothing for a
+    /// stateless optimizer or before its first step).
+    pub fn save_server_state(
+        &self,
+        round: u64,
+        opt: &ServerOptimizer,
+        state: &ServerState,
+    ) -> Result<(), StoreError> {
+        let mut tensors = Vec::new();
+        for (prefix, moment) in [("m.", &state.m), ("v.", &state.v)] {
+            for t in moment.iter().flat_map(|d| &d.tensors) {
+                tensors.push(NamedTensor {
+                    name: format!("{prefix}{}", t.name),
+                    ..t.clone()
+                });
+            }
+        }
+        if tensors.is_empty() {
+            return Ok(());
+        }
+        let path = self.server_state_path(round);
+        let delta = Delta::new(tensors).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let meta = HashMap::from([
+            ("round".to_string(), round.to_string()),
+            ("server_optimizer".to_string(), opt.name().to_string()),
+        ]);
+        delta_io::save(&delta, &path, StoreDtype::F32, &meta)?;
+        Ok(())
+    }
+
+    /// The server optimizer's moments stored beside the global of `round` and the name of the
+    /// optimizer that wrote them, or None when there are none.
+    pub fn load_server_state(
+        &self,
+        round: u64,
+    ) -> Result<Option<(String, ServerState)>, StoreError> {
+        let path = self.server_state_path(round);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let (delta, meta) = delta_io::load(&path)?;
+        let name = meta
+            .get("server_optimizer")
+            .cloned()
+            .ok_or_else(|| corrupt("no `server_optimizer` in the metadata".into()))?;
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for t in delta.tensors {
+            let (into, rest) = if let Some(rest) = t.name.strip_prefix("m.") {
+                (&mut m, rest.to_string())
+            } else if let Some(rest) = t.name.strip_prefix("v.") {
+                (&mut v, rest.to_string())
+            } else {
+                return Err(corrupt(format!("unexpected tensor `{}`", t.name)));
+            };
+            into.push(NamedTensor { name: rest, ..t });
+        }
+        let moment = |ts: Vec<NamedTensor>| -> Result<Option<Delta>, StoreError> {
+            if ts.is_empty() {
+                return Ok(None);
+            }
+            Delta::new(ts).map(Some).map_err(|e| corrupt(e.to_string()))
+        };
+        Ok(Some((
+            name,
+            ServerState {
+                m: moment(m)?,
+                v: moment(v)?,
+            },
+        )))
     }
 
     pub fn save_update(&self, round: u64, node: &str, payload: &[u8]) -> Result<(), StoreError> {

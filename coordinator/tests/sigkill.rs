@@ -1,7 +1,8 @@
 //! Durability at the process level: the built `coordinator` binary is SIGKILLed after accepting
 //! two of three updates, restarted on the same state folder, and the round completes with those
 //! updates counted exactly once (a resubmission is refused as a duplicate, and the new global
-//! equals the offline aggregation of the three updates). SIGTERM then stops it cleanly.
+//! equals the offline aggregation of the three updates). SIGTERM then stops it cleanly. A stateful
+//! server optimizer (FedAdam) continues after a SIGKILL with the moments it had.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use ruvdllm::aggregate::{ServerOptimizer, ServerState};
 use ruvdllm_proto::RejectKind;
 
 struct Proc(Child);
@@ -112,4 +114,62 @@ async fn sigkill_after_accepting_then_restart_counts_updates_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(status.expect("exited after SIGTERM").success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_optimizer_moments_survive_sigkill() {
+    let fx = Fixture::new(&["n1", "n2", "n3"]);
+    let mut file = fx.config(3, 3, 120_000);
+    file.aggregation.server_optimizer = Some("fedadam".into());
+    let config = fx.write_config(&file);
+    let opt = ruvdllm_coordinator::config::server_optimizer(&file.aggregation).unwrap();
+    assert!(matches!(opt, ServerOptimizer::FedAdam { .. }));
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let nodes = ["n1", "n2", "n3"];
+
+    let mut proc1 = spawn(&config, &listen);
+    let mut clients = Vec::new();
+    for n in nodes {
+        clients.push(ready(addr, &fx, n).await);
+    }
+    let ann = wait_round(&mut clients[0], 1).await;
+    let g0 = fetch_global(&mut clients[0], &ann.global_adapter_hash).await;
+    let round1: Vec<Update> = [(1.0, "n1"), (-3.0, "n2"), (0.5, "n3")]
+        .iter()
+        .map(|&(v, n)| Update::new(n, &layout_delta(v)))
+        .collect();
+    for (c, u) in clients.iter_mut().zip(&round1) {
+        submit(c, u, 1).await.unwrap();
+    }
+    let ann2 = wait_round(&mut clients[0], 2).await;
+    let g1 = fetch_global(&mut clients[0], &ann2.global_adapter_hash).await;
+    let mut state = ServerState::default();
+    let refs: Vec<&Update> = round1.iter().collect();
+    assert_eq!(g1, offline_step(&g0, &refs, &opt, 1, &mut state));
+
+    proc1.0.kill().expect("SIGKILL");
+    proc1.0.wait().unwrap();
+    drop(proc1);
+
+    let _proc2 = spawn(&config, &listen);
+    let mut clients = Vec::new();
+    for n in nodes {
+        clients.push(ready(addr, &fx, n).await);
+    }
+    let round2: Vec<Update> = [(2.0, "n1"), (0.25, "n2"), (-1.0, "n3")]
+        .iter()
+        .map(|&(v, n)| Update::new(n, &layout_delta(v)))
+        .collect();
+    for (c, u) in clients.iter_mut().zip(&round2) {
+        submit(c, u, 2).await.unwrap();
+    }
+    let ann3 = wait_round(&mut clients[0], 3).await;
+    let g2 = fetch_global(&mut clients[0], &ann3.global_adapter_hash).await;
+    let refs: Vec<&Update> = round2.iter().collect();
+    let fresh = offline_step(&g1, &refs, &opt, 2, &mut ServerState::default());
+    let expected = offline_step(&g1, &refs, &opt, 2, &mut state);
+    // The restarted coordinator used round 1's moments: zero moments would give another global.
+    assert_ne!(fresh, expected);
+    assert_eq!(g2, expected);
 }

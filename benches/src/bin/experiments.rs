@@ -65,8 +65,12 @@ struct Args {
 
 #[derive(Subcommand, Clone)]
 enum Which {
-    /// Federated vs centralized held-out improvement.
-    Convergence,
+    /// Federated vs centralized held-out improvement, per seed and on average.
+    Convergence {
+        /// Run seeds (data shards, held-out samples, A matrices and every draw differ per seed).
+        #[arg(long, value_delimiter = ',', default_values_t = [0u64])]
+        seeds: Vec<u64>,
+    },
     /// Rules × attacks with f Byzantine nodes.
     Byzantine {
         #[arg(long, value_delimiter = ',', default_values_t = RULES.map(String::from))]
@@ -188,51 +192,71 @@ fn wall(c: &Cell) -> String {
     }
 }
 
-fn convergence(run: &Runner, md: &mut String) -> anyhow::Result<()> {
-    let c = run.cell("convergence", &["--centralized"])?;
-    let r = &c.report;
-    let central = r
-        .centralized
-        .context("the convergence cell has no centralized result")?;
-    let fed = improvement(r);
-    let cen = r.base.heldout_loss - central.heldout_loss;
+fn convergence(run: &Runner, md: &mut String, seeds: &[u64]) -> anyhow::Result<()> {
     writeln!(md, "\n## Convergence ({} rounds)\n", run.rounds)?;
     writeln!(
         md,
-        "| run | held-out loss | improvement | exact match | perplexity bound |"
+        "| seed | run | held-out loss | improvement | exact match | perplexity bound |"
     )?;
-    writeln!(md, "|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    let mut shares = Vec::new();
+    let mut walls = Vec::new();
+    for &seed in seeds {
+        // Seed 0 keeps the cell name of the single-seed experiment, so its report is reused.
+        let name = match seed {
+            0 => "convergence".to_string(),
+            s => format!("convergence-seed{s}"),
+        };
+        let seed_arg = seed.to_string();
+        let c = run.cell(&name, &["--centralized", "--seed", &seed_arg])?;
+        let r = &c.report;
+        let central = r
+            .centralized
+            .with_context(|| format!("cell {name} has no centralized result"))?;
+        let fed = improvement(r);
+        let cen = r.base.heldout_loss - central.heldout_loss;
+        let last = r.rounds.last().map_or(r.base, |x| x.quality);
+        for (label, q, imp) in [
+            ("base", r.base, None),
+            ("federated", last, Some(fed)),
+            ("centralized", central, Some(cen)),
+        ] {
+            writeln!(
+                md,
+                "| {seed} | {label} | {:.4} | {} | {}/{} | {:.3} |",
+                q.heldout_loss,
+                imp.map_or("—".to_string(), |i| format!(
+                    "{i:.4} ({:.1} %)",
+                    100.0 * i / r.base.heldout_loss
+                )),
+                q.exact_match_correct,
+                q.exact_match_total,
+                q.ppl_bound
+            )?;
+        }
+        shares.push(100.0 * fed / cen);
+        walls.push(wall(&c));
+    }
+    let per_seed: Vec<String> = seeds
+        .iter()
+        .zip(&shares)
+        .map(|(s, x)| format!("{x:.1} % (seed {s})"))
+        .collect();
+    let mean = shares.iter().sum::<f64>() / shares.len() as f64;
     writeln!(
         md,
-        "| base | {:.4} | — | {}/{} | {:.3} |",
-        r.base.heldout_loss, r.base.exact_match_correct, r.base.exact_match_total, r.base.ppl_bound
-    )?;
-    let last = r.rounds.last().map_or(r.base, |x| x.quality);
-    writeln!(
-        md,
-        "| federated | {:.4} | {:.4} ({:.1} %) | {}/{} | {:.3} |",
-        last.heldout_loss,
-        fed,
-        100.0 * fed / r.base.heldout_loss,
-        last.exact_match_correct,
-        last.exact_match_total,
-        last.ppl_bound
-    )?;
-    writeln!(
-        md,
-        "| centralized | {:.4} | {:.4} ({:.1} %) | {}/{} | {:.3} |",
-        central.heldout_loss,
-        cen,
-        100.0 * cen / r.base.heldout_loss,
-        central.exact_match_correct,
-        central.exact_match_total,
-        central.ppl_bound
-    )?;
-    writeln!(
-        md,
-        "\nFederated keeps **{:.1} %** of the centralized improvement (target ≥ 90 %). Cell wall time {} s.",
-        100.0 * fed / cen,
-        wall(&c)
+        "\nFederated keeps **{mean:.1} %** of the centralized improvement{} (target ≥ 90 %). Cell \
+         wall times {} s.",
+        if shares.len() > 1 {
+            format!(
+                " on average over {} seeds: {}",
+                shares.len(),
+                per_seed.join(", ")
+            )
+        } else {
+            String::new()
+        },
+        walls.join(", ")
     )?;
     Ok(())
 }
@@ -445,7 +469,7 @@ fn main() -> anyhow::Result<()> {
         args.out.display()
     );
     match &args.which {
-        Which::Convergence => convergence(&runner, &mut md)?,
+        Which::Convergence { seeds } => convergence(&runner, &mut md, seeds)?,
         Which::Byzantine {
             rules,
             attacks,
@@ -454,7 +478,7 @@ fn main() -> anyhow::Result<()> {
         } => byzantine(&runner, &mut md, rules, attacks, *f, *nodes)?,
         Which::Bandwidth { codecs } => bandwidth(&runner, &mut md, codecs)?,
         Which::All => {
-            convergence(&runner, &mut md)?;
+            convergence(&runner, &mut md, &[0])?;
             write_md(&args.out, &md)?;
             byzantine(
                 &runner,

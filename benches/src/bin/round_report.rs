@@ -30,6 +30,11 @@ struct Args {
     /// Transports to measure.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [TransportKind::Grpc, TransportKind::Libp2p])]
     transport: Vec<TransportKind>,
+    /// The coordinator's server optimizer (`[aggregation] server_optimizer`: fedavgm, fedadam,
+    /// fedyogi, fedadagrad, with Flower's defaults); a stateful one also stores its moments with
+    /// every global.
+    #[arg(long)]
+    server_opt: Option<String>,
     /// Internal: run the coordinator daemon from this config and exit on SIGTERM.
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -103,12 +108,14 @@ async fn configuration(
     codec: &str,
     rounds: u64,
     ticks: f64,
+    server_opt: Option<&str>,
 ) -> anyhow::Result<String> {
     let mode: Mode = codec.parse().map_err(|e| anyhow::anyhow!("{codec}: {e}"))?;
     let (_guard, dir) = round::workdir("ruvdllm-round-")?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let (pki, file) = round::prepare(&dir, n, &addr, transport)?;
+    let (pki, mut file) = round::prepare(&dir, n, &addr, transport)?;
+    file.aggregation.server_optimizer = server_opt.map(String::from);
     let config = dir.join("coordinator.toml");
     std::fs::write(&config, toml::to_string(&file)?)?;
     let log = std::fs::File::create(dir.join("coordinator.log"))?;
@@ -189,6 +196,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(opt) = &args.server_opt {
+        println!("Server optimizer: {opt} (Flower's defaults).\n");
+    }
     println!(
         "| transport | nodes | codec | round latency (coordinator CPU), rounds 1 / 2 … | payload / node | up / node (socket) | down / node (socket, last round) | coordinator CPU (all rounds) | coordinator peak RSS |"
     );
@@ -196,7 +206,14 @@ fn main() -> anyhow::Result<()> {
     for &n in &args.nodes {
         for codec in &args.codecs {
             for &t in &args.transport {
-                let row = rt.block_on(configuration(t, n, codec, args.rounds, ticks))?;
+                let row = rt.block_on(configuration(
+                    t,
+                    n,
+                    codec,
+                    args.rounds,
+                    ticks,
+                    args.server_opt.as_deref(),
+                ))?;
                 println!("{row}");
             }
         }

@@ -3,11 +3,13 @@
 //! Inputs are ordered by node id before aggregating, so the result does not depend on arrival
 //! order (or on whether the coordinator restarted mid-round); an offline
 //! [`ruvdllm::aggregate::daf::aggregate_bands`] over the same deltas in the same order, with the pre-round global as the
-//! previous global of the cosine pre-filter, gives the same global bit for bit.
+//! previous global of the cosine pre-filter, followed by the server optimizer's step (with the
+//! moments of the rounds before), gives the same global bit for bit.
 
 use std::collections::BTreeMap;
 
-use ruvdllm::aggregate::daf::{Band, DafConfig, DafRef, Meta, aggregate_band_refs};
+use ruvdllm::aggregate::daf::{Band, DafConfig, DafRef, Group, Meta, aggregate_band_refs};
+use ruvdllm::aggregate::{ServerOptimizer, ServerState};
 use ruvdllm::delta::Delta;
 
 use super::state::AcceptedMeta;
@@ -87,36 +89,23 @@ pub fn band_improvements(metrics: &BTreeMap<String, f64>) -> BTreeMap<Band, f64>
         .collect()
 }
 
-/// `global + delta` (same layout, any order).
+/// `global + delta` (same layout, any order), summed in f64 and rounded once: the default server
+/// optimizer's step, the f32 sum exactly.
 pub fn apply(global: &Delta, delta: &Delta) -> Result<Delta, ruvdllm::delta::DeltaError> {
-    apply_scaled(global, delta, 1.0)
+    ServerOptimizer::default().step(1, global, delta, &mut ServerState::default())
 }
 
-/// `global + lr · delta` (same layout, any order), summed in f64: at `lr` = 1 this is the f32 sum
-/// exactly (an f64 holds the sum of two f32 values well enough to round it correctly).
-pub fn apply_scaled(
-    global: &Delta,
-    delta: &Delta,
-    lr: f64,
-) -> Result<Delta, ruvdllm::delta::DeltaError> {
-    let aligned = global.aligned(delta)?;
-    let mut out = global.clone();
-    for (t, d) in out.tensors.iter_mut().zip(&aligned.tensors) {
-        for (v, x) in t.data.iter_mut().zip(&d.data) {
-            *v = (f64::from(*v) + lr * f64::from(*x)) as f32;
-        }
-    }
-    Ok(out)
-}
-
-/// Aggregates a round's updates and adds `server_lr` times the aggregate to the global. Returns
-/// the new global (None when aggregation refused) and the report.
+/// Aggregates a round's updates and moves the global along the aggregate with the server
+/// optimizer (whose moments `server` carries from round to round; unchanged when the round is
+/// refused). Returns the new global (None when aggregation refused) and the report.
+#[allow(clippy::too_many_arguments)]
 pub fn close_round(
     round: u64,
     global: &Delta,
     inputs: &[(&AcceptedMeta, &Delta)],
     cfg: &DafConfig,
-    server_lr: f64,
+    opt: &ServerOptimizer,
+    server: &mut ServerState,
     opened_at_ms: u64,
     now_ms: u64,
 ) -> (Option<Delta>, CloseReport) {
@@ -143,7 +132,18 @@ pub fn close_round(
             aggregate_band_refs(&daf, previous.as_ref(), cfg).map_err(|e| e.to_string())
         })
         .and_then(|out| {
-            let g = apply_scaled(global, &out.delta, server_lr).map_err(|e| e.to_string())?;
+            // A band the aggregation held keeps its previous global, moments included.
+            let held: Vec<Group> = out
+                .groups
+                .iter()
+                .filter(|g| g.outcome.held)
+                .map(|g| g.group)
+                .collect();
+            let g = opt
+                .step_holding(round, global, &out.delta, server, &|name| {
+                    held.contains(&Group::of(name))
+                })
+                .map_err(|e| e.to_string())?;
             Ok((g, out))
         });
     match result {

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 
 use ruvdllm::aggregate::daf::DafConfig;
+use ruvdllm::aggregate::{ServerOptimizer, ServerState};
 use ruvdllm::codec;
 use ruvdllm::delta::Delta;
 
@@ -43,9 +44,8 @@ pub struct Config {
     /// Largest accepted encoded payload.
     pub max_payload_bytes: u64,
     pub daf: DafConfig,
-    /// Server learning rate: the new global is the old one plus this multiple of the aggregate
-    /// (FedAvgM's `server_learning_rate` without momentum; 1 is plain FedAvg).
-    pub server_lr: f64,
+    /// How the global moves along each round's aggregate (default: plain FedAvg, x + Δ).
+    pub server_opt: ServerOptimizer,
 }
 
 /// A node's update as the service hands it over: declared metadata plus the decode result.
@@ -126,6 +126,8 @@ pub struct Machine {
     cfg: Config,
     state: RoundState,
     global: Delta,
+    /// The server optimizer's moments (empty for a stateless one).
+    server_state: ServerState,
     pending: Vec<Pending>,
     revoked: std::collections::BTreeSet<String>,
 }
@@ -138,14 +140,22 @@ impl Machine {
             cfg,
             state,
             global: initial,
+            server_state: ServerState::default(),
             pending: Vec::new(),
             revoked: Default::default(),
         }
     }
 
-    /// Resumes from persisted state, the global adapter of `state.round` and the decoded payloads
-    /// of `state.accepted` (same order; entries without a delta must have been removed).
-    pub fn restore(cfg: Config, state: RoundState, global: Delta, deltas: Vec<Delta>) -> Self {
+    /// Resumes from persisted state, the global adapter of `state.round` with the server
+    /// optimizer's moments stored beside it, and the decoded payloads of `state.accepted` (same
+    /// order; entries without a delta must have been removed).
+    pub fn restore(
+        cfg: Config,
+        state: RoundState,
+        global: Delta,
+        server_state: ServerState,
+        deltas: Vec<Delta>,
+    ) -> Self {
         let pending = state
             .accepted
             .iter()
@@ -157,6 +167,7 @@ impl Machine {
             cfg,
             state,
             global,
+            server_state,
             pending,
             revoked: Default::default(),
         }
@@ -181,6 +192,11 @@ impl Machine {
     /// The global adapter the open round trains from.
     pub fn global(&self) -> &Delta {
         &self.global
+    }
+
+    /// The server optimizer's moments after the last closed round (store them with the global).
+    pub fn server_state(&self) -> &ServerState {
+        &self.server_state
     }
 
     pub fn accepted_count(&self) -> usize {
@@ -383,7 +399,8 @@ impl Machine {
             &self.global,
             &inputs,
             &self.cfg.daf,
-            self.cfg.server_lr,
+            &self.cfg.server_opt,
+            &mut self.server_state,
             self.state.opened_at_ms,
             now_ms,
         );

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use ruvdllm::aggregate::Rule;
 use ruvdllm::aggregate::daf::{DafConfig, GroupConfig, aggregate_band_refs};
+use ruvdllm::aggregate::{Rule, ServerOptimizer, ServerState};
 use ruvdllm::codec;
 use ruvdllm::delta::{Delta, NamedTensor};
 
-use super::close::{apply, daf_inputs, daf_refs};
+use super::close::{daf_inputs, daf_refs};
 use super::*;
 
 const HASH: &str = "base";
@@ -31,7 +31,7 @@ fn cfg() -> Config {
         run_seed: 7,
         max_payload_bytes: 1000,
         daf: DafConfig::new(0),
-        server_lr: 1.0,
+        server_opt: ServerOptimizer::default(),
     }
 }
 
@@ -223,7 +223,10 @@ fn quorum_closes_early_and_matches_offline_aggregation() {
         &DafConfig::new(0),
     )
     .unwrap();
-    let expected = apply(&layout(0.0), &offline.delta).unwrap();
+    // The default server step is the plain f32 sum global + Δ.
+    let expected = ServerOptimizer::default()
+        .step(1, &layout(0.0), &offline.delta, &mut ServerState::default())
+        .unwrap();
     assert_eq!(m.global(), &expected);
     // Plain mean of 1..4 everywhere (f = 0): 2.5.
     assert_eq!(m.global().tensors[0].data, vec![2.5, 2.5]);
@@ -236,7 +239,10 @@ fn server_lr_scales_the_step_from_the_previous_global() {
     for (lr, expected) in [(1.0f32, 3.0f32), (2.0, 5.5), (0.5, 1.75)] {
         let mut m = Machine::new(
             Config {
-                server_lr: f64::from(lr),
+                server_opt: ServerOptimizer::FedAvgM {
+                    lr: f64::from(lr),
+                    momentum: 0.0,
+                },
                 ..cfg()
             },
             layout(0.5),
@@ -259,6 +265,69 @@ fn server_lr_scales_the_step_from_the_previous_global() {
             "lr {lr}"
         );
     }
+}
+
+/// Closes round `round` of `m` with four updates of value `v` each.
+fn close_with(m: &mut Machine, round: u64, v: f32) -> CloseReport {
+    let mut last = Vec::new();
+    for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+        last = m.handle(
+            round * 100 + i as u64,
+            sub(n, round, &format!("s{n}{round}"), v),
+        );
+    }
+    closed(&last).expect("closed").clone()
+}
+
+#[test]
+fn server_momentum_carries_across_rounds_and_a_refused_round_leaves_it() {
+    let opt = ServerOptimizer::FedAvgM {
+        lr: 1.0,
+        momentum: 0.5,
+    };
+    let mut c = cfg();
+    c.server_opt = opt;
+    let mut m = Machine::new(c.clone(), layout(0.0), 0);
+    for n in ["a", "b", "c", "d"] {
+        m.handle(0, register(n, HASH));
+    }
+    assert!(close_with(&mut m, 1, 1.0).failed.is_none());
+    assert_eq!(m.global().tensors[0].data, vec![1.0, 1.0]);
+    // Round 2: m = 0.5·1 + 1 = 1.5 on the coarse band.
+    assert!(close_with(&mut m, 2, 1.0).failed.is_none());
+    assert_eq!(m.global().tensors[0].data, vec![2.5, 2.5]);
+    let after_two = m.server_state().clone();
+    assert_eq!(
+        after_two.m.as_ref().unwrap().tensors[0].data,
+        vec![1.5, 1.5]
+    );
+
+    // A coordinator restarted with the stored moments continues exactly where it stopped.
+    let mut r = Machine::restore(
+        c.clone(),
+        m.state().clone(),
+        m.global().clone(),
+        after_two.clone(),
+        Vec::new(),
+    );
+    close_with(&mut m, 3, 1.0);
+    close_with(&mut r, 3, 1.0);
+    assert_eq!(m.global(), r.global());
+    assert_eq!(m.server_state(), r.server_state());
+
+    // A refused round (Krum with f = 1 needs five inputs) moves neither the global nor the moments.
+    let mut refusing = c;
+    refusing.daf.coarse = GroupConfig::plain(Rule::Krum, 1);
+    let mut k = Machine::restore(
+        refusing,
+        m.state().clone(),
+        m.global().clone(),
+        m.server_state().clone(),
+        Vec::new(),
+    );
+    let (g, s) = (k.global().clone(), k.server_state().clone());
+    assert!(close_with(&mut k, 4, 1.0).failed.is_some());
+    assert_eq!((k.global(), k.server_state()), (&g, &s));
 }
 
 #[test]
@@ -323,7 +392,13 @@ fn restore_resumes_the_same_round() {
     m.handle(11, sub("b", 1, "sb", 2.0));
     let state = m.state().clone();
     let global = m.global().clone();
-    let mut r = Machine::restore(cfg(), state, global, vec![layout(1.0), layout(2.0)]);
+    let mut r = Machine::restore(
+        cfg(),
+        state,
+        global,
+        ServerState::default(),
+        vec![layout(1.0), layout(2.0)],
+    );
     assert!(matches!(
         rejected(&r.handle(12, sub("a", 1, "sx", 1.0))),
         Some(Reject::Duplicate { .. })

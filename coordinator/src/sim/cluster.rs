@@ -158,7 +158,7 @@ pub fn coordinator_settings(
     base_model_hash: &str,
     nodes: usize,
     daf: ruvdllm::aggregate::daf::DafConfig,
-    server_lr: f64,
+    server_opt: ruvdllm::aggregate::ServerOptimizer,
     round_timeout_ms: u64,
 ) -> Settings {
     Settings {
@@ -181,7 +181,7 @@ pub fn coordinator_settings(
             run_seed: initial.run_seed(),
             max_payload_bytes: 256 << 20,
             daf,
-            server_lr,
+            server_opt,
         },
     }
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use ruvdllm::aggregate::daf::DafConfig;
+use ruvdllm::aggregate::{ServerOptSpec, ServerOptimizer};
 use ruvdllm::attack::Attack;
 use ruvdllm::codec::Mode;
 use serde::Serialize;
@@ -99,10 +100,26 @@ pub struct SimArgs {
     /// overshoots: exact match peaks after round 1 and falls back below the base's.
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
-    /// Server learning rate: each round moves the global by this multiple of the aggregate
-    /// (1 = plain averaging; FedAvgM's `server_learning_rate` without momentum), in (0, 10].
-    #[arg(long, default_value_t = 1.0)]
-    pub server_lr: f64,
+    /// Server optimizer (Flower's semantics): fedavgm (default), fedadam, fedyogi, fedadagrad.
+    #[arg(long)]
+    pub server_opt: Option<String>,
+    /// Server learning rate η: each round moves the global by this multiple of the (optimizer-
+    /// processed) aggregate, in (0, 10]. Default: fedavgm 1 (plain averaging), fedadam 0.1,
+    /// fedyogi 0.01, fedadagrad 0.1.
+    #[arg(long)]
+    pub server_lr: Option<f64>,
+    /// fedavgm's heavy-ball momentum μ in [0, 1) (default 0).
+    #[arg(long)]
+    pub server_momentum: Option<f64>,
+    /// fedadam / fedyogi: β₁ (default 0.9).
+    #[arg(long)]
+    pub server_beta1: Option<f64>,
+    /// fedadam / fedyogi: β₂ (default 0.99).
+    #[arg(long)]
+    pub server_beta2: Option<f64>,
+    /// fedadam / fedyogi / fedadagrad: τ (defaults 1e-9 / 1e-3 / 1e-9).
+    #[arg(long)]
+    pub server_tau: Option<f64>,
     /// Each node keeps its AdamW moments from one round to the next (`[train]
     /// keep_optimizer_state` in node.toml) instead of starting every round afresh.
     #[arg(long)]
@@ -185,6 +202,7 @@ pub struct SimConfig {
     pub mode: Mode,
     pub attack: Option<Attack>,
     pub daf: DafConfig,
+    pub server_opt: ServerOptimizer,
     /// Indices of the Byzantine nodes.
     pub attackers: Vec<usize>,
 }
@@ -222,7 +240,7 @@ impl SimConfig {
             "dp_delta": a.dp_delta,
             "local_steps": a.local_steps,
             "lr": a.lr,
-            "server_lr": a.server_lr,
+            "server_optimizer": self.server_opt,
             "keep_optimizer_state": a.keep_optimizer_state,
             "batch_size": a.batch_size,
             "seq_len": a.seq_len,
@@ -270,10 +288,10 @@ impl SimConfig {
             },
             self.mode,
             a.rule.as_deref().unwrap_or("DAF defaults"),
-            if a.server_lr == 1.0 {
+            if self.server_opt == ServerOptimizer::default() {
                 String::new()
             } else {
-                format!(", server lr {}", a.server_lr)
+                format!(", server optimizer {}", self.server_opt)
             },
             match a.transport {
                 Transport::Grpc => "gRPC+mTLS",
@@ -402,9 +420,23 @@ impl SimArgs {
         }
         let f = self.assume_f.unwrap_or(self.byzantine);
         let daf = crate::config::daf_config(&self.aggregation(f))?;
-        if !(self.server_lr.is_finite() && self.server_lr > 0.0 && self.server_lr <= 10.0) {
-            return Err(invalid("server-lr", "must be in (0, 10]"));
+        let server_opt = ServerOptSpec {
+            name: self.server_opt.clone(),
+            lr: self.server_lr,
+            momentum: self.server_momentum,
+            beta1: self.server_beta1,
+            beta2: self.server_beta2,
+            tau: self.server_tau,
         }
+        .build()
+        .map_err(|e| match e.key {
+            "optimizer" => invalid("server-opt", e.reason),
+            "lr" => invalid("server-lr", e.reason),
+            "momentum" => invalid("server-momentum", e.reason),
+            "beta1" => invalid("server-beta1", e.reason),
+            "beta2" => invalid("server-beta2", e.reason),
+            _ => invalid("server-tau", e.reason),
+        })?;
         for (band, g) in [
             ("coarse", &daf.coarse),
             ("domain", &daf.domain),
@@ -427,6 +459,7 @@ impl SimArgs {
             mode,
             attack,
             daf,
+            server_opt,
             attackers,
             args: self,
         })
@@ -451,11 +484,11 @@ impl SimArgs {
         };
         Aggregation {
             f,
-            server_lr: Some(self.server_lr),
             coarse: band(&self.rule_coarse, false),
             domain: band(&self.rule_domain, true),
             fine: band(&self.rule_fine, false),
             other: band(&None, false),
+            ..Aggregation::default()
         }
     }
 }
@@ -509,6 +542,42 @@ mod tests {
         assert!(c.args.keep_optimizer_state);
         assert!(c.summary().contains("AdamW state kept across rounds"));
         assert_eq!(parse(&[]).unwrap().daf.domain.rule.fallback, None);
+        assert_eq!(parse(&[]).unwrap().server_opt, ServerOptimizer::default());
+        let c = parse(&["--server-opt", "fedadam", "--server-lr", "0.05"]).unwrap();
+        assert_eq!(
+            c.server_opt,
+            ServerOptimizer::FedAdam {
+                eta: 0.05,
+                beta1: 0.9,
+                beta2: 0.99,
+                tau: 1e-9
+            }
+        );
+        assert_eq!(c.to_json()["server_optimizer"]["name"], "fedadam");
+        assert!(
+            c.summary().contains("server optimizer fedadam"),
+            "{}",
+            c.summary()
+        );
+        for (bad, flag) in [
+            (&["--server-opt", "fedsgd"][..], "server-opt"),
+            (&["--server-momentum", "1"], "server-momentum"),
+            (
+                &["--server-opt", "fedadam", "--server-momentum", "0.9"],
+                "server-momentum",
+            ),
+            (
+                &["--server-opt", "fedyogi", "--server-beta2", "1.5"],
+                "server-beta2",
+            ),
+            (
+                &["--server-opt", "fedadagrad", "--server-tau", "0"],
+                "server-tau",
+            ),
+        ] {
+            let e = parse(bad).err().unwrap().to_string();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
         assert_eq!(
             parse(&["--transport", "libp2p"]).unwrap().args.transport,
             Transport::Libp2p

@@ -148,7 +148,7 @@ pub fn run(cfg: SimConfig, obs: &dyn Observer) -> anyhow::Result<Report> {
             &prep.base_hash,
             prep.cfg.args.nodes,
             prep.cfg.daf.clone(),
-            prep.cfg.args.server_lr,
+            prep.cfg.server_opt,
             prep.cfg.args.round_timeout * 1000,
         );
         let running: Running = crate::daemon::start(settings)

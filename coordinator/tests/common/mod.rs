@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ruvdllm::aggregate::daf::{DafConfig, aggregate_band_refs};
+use ruvdllm::aggregate::{ServerOptimizer, ServerState};
 use ruvdllm::codec::{self, EncodeOptions, Mode, Values};
 use ruvdllm::delta::{Delta, NamedTensor};
 use ruvdllm_coordinator::certs::{self, Layout};
 use ruvdllm_coordinator::config::{File, RoundSection, Tls};
 use ruvdllm_coordinator::round::AcceptedMeta;
-use ruvdllm_coordinator::round::close::{apply, daf_inputs, daf_refs};
+use ruvdllm_coordinator::round::close::{daf_inputs, daf_refs};
 use ruvdllm_proto::pb::coordinator_client::CoordinatorClient;
 use ruvdllm_proto::{REJECT_METADATA_KEY, RejectKind, UpdateHeader, pb, sha256_hex};
 use tokio_stream::StreamExt;
@@ -257,6 +258,23 @@ pub async fn fetch_global(c: &mut CoordinatorClient<Channel>, hash: &str) -> Del
 
 /// `global + DAF(updates)` computed offline, the way the coordinator must.
 pub fn offline_round(global: &Delta, updates: &[&Update]) -> Delta {
+    offline_step(
+        global,
+        updates,
+        &ServerOptimizer::default(),
+        1,
+        &mut ServerState::default(),
+    )
+}
+
+/// [`offline_round`] for round `round` with a server optimizer whose moments `state` carries.
+pub fn offline_step(
+    global: &Delta,
+    updates: &[&Update],
+    opt: &ServerOptimizer,
+    round: u64,
+    state: &mut ServerState,
+) -> Delta {
     let metas: Vec<AcceptedMeta> = updates
         .iter()
         .map(|u| AcceptedMeta {
@@ -279,7 +297,7 @@ pub fn offline_round(global: &Delta, updates: &[&Update]) -> Delta {
         &DafConfig::new(0),
     )
     .unwrap();
-    apply(global, &out.delta).unwrap()
+    opt.step(round, global, &out.delta, state).unwrap()
 }
 
 /// A syntactically valid f32 payload that carries a NaN (the encoder refuses to make one).

@@ -22,11 +22,13 @@ mod mean;
 mod network;
 mod prefilter;
 mod report;
+pub mod server_opt;
 
 pub use config::{Params, Rule, RuleConfig, WeightCap};
 pub use error::{AggregateError, ParseNameError};
 pub use prefilter::{CosineReference, NormBound, Prefilter};
 pub use report::{FallbackUsed, InputReport, Outcome, RejectReason, Status};
+pub use server_opt::{ServerOptSpec, ServerOptimizer, ServerState};
 
 use report::RuleOutput;
 
