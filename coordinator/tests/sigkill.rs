@@ -116,6 +116,33 @@ async fn sigkill_after_accepting_then_restart_counts_updates_once() {
     assert!(status.expect("exited after SIGTERM").success());
 }
 
+type Client = ruvdllm_proto::pb::coordinator_client::CoordinatorClient<tonic::transport::Channel>;
+
+/// Connects the three nodes, submits `values` (one update each) in round `round`, and returns
+/// the updates and the global the next round trains from.
+async fn play_round(
+    addr: std::net::SocketAddr,
+    fx: &Fixture,
+    round: u64,
+    values: [f32; 3],
+) -> (Vec<Update>, ruvdllm::delta::Delta) {
+    let mut clients: Vec<Client> = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        clients.push(ready(addr, fx, n).await);
+    }
+    let updates: Vec<Update> = ["n1", "n2", "n3"]
+        .iter()
+        .zip(values)
+        .map(|(n, v)| Update::new(n, &layout_delta(v)))
+        .collect();
+    for (c, u) in clients.iter_mut().zip(&updates) {
+        submit(c, u, round).await.unwrap();
+    }
+    let ann = wait_round(&mut clients[0], round + 1).await;
+    let next = fetch_global(&mut clients[0], &ann.global_adapter_hash).await;
+    (updates, next)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_optimizer_moments_survive_sigkill() {
     let fx = Fixture::new(&["n1", "n2", "n3"]);
@@ -126,24 +153,12 @@ async fn server_optimizer_moments_survive_sigkill() {
     assert!(matches!(opt, ServerOptimizer::FedAdam { .. }));
     let addr = free_addr();
     let listen = addr.to_string();
-    let nodes = ["n1", "n2", "n3"];
 
     let mut proc1 = spawn(&config, &listen);
-    let mut clients = Vec::new();
-    for n in nodes {
-        clients.push(ready(addr, &fx, n).await);
-    }
-    let ann = wait_round(&mut clients[0], 1).await;
-    let g0 = fetch_global(&mut clients[0], &ann.global_adapter_hash).await;
-    let round1: Vec<Update> = [(1.0, "n1"), (-3.0, "n2"), (0.5, "n3")]
-        .iter()
-        .map(|&(v, n)| Update::new(n, &layout_delta(v)))
-        .collect();
-    for (c, u) in clients.iter_mut().zip(&round1) {
-        submit(c, u, 1).await.unwrap();
-    }
-    let ann2 = wait_round(&mut clients[0], 2).await;
-    let g1 = fetch_global(&mut clients[0], &ann2.global_adapter_hash).await;
+    let mut c = ready(addr, &fx, "n1").await;
+    let ann = wait_round(&mut c, 1).await;
+    let g0 = fetch_global(&mut c, &ann.global_adapter_hash).await;
+    let (round1, g1) = play_round(addr, &fx, 1, [1.0, -3.0, 0.5]).await;
     let mut state = ServerState::default();
     let refs: Vec<&Update> = round1.iter().collect();
     assert_eq!(g1, offline_step(&g0, &refs, &opt, 1, &mut state));
@@ -153,19 +168,7 @@ async fn server_optimizer_moments_survive_sigkill() {
     drop(proc1);
 
     let _proc2 = spawn(&config, &listen);
-    let mut clients = Vec::new();
-    for n in nodes {
-        clients.push(ready(addr, &fx, n).await);
-    }
-    let round2: Vec<Update> = [(2.0, "n1"), (0.25, "n2"), (-1.0, "n3")]
-        .iter()
-        .map(|&(v, n)| Update::new(n, &layout_delta(v)))
-        .collect();
-    for (c, u) in clients.iter_mut().zip(&round2) {
-        submit(c, u, 2).await.unwrap();
-    }
-    let ann3 = wait_round(&mut clients[0], 3).await;
-    let g2 = fetch_global(&mut clients[0], &ann3.global_adapter_hash).await;
+    let (round2, g2) = play_round(addr, &fx, 2, [2.0, 0.25, -1.0]).await;
     let refs: Vec<&Update> = round2.iter().collect();
     let fresh = offline_step(&g1, &refs, &opt, 2, &mut ServerState::default());
     let expected = offline_step(&g1, &refs, &opt, 2, &mut state);
