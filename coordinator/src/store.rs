@@ -248,4 +248,48 @@ mod tests {
         std::fs::write(dir.path().join("state.json"), b"{").unwrap();
         assert!(matches!(s.load_state(), Err(StoreError::Corrupt { .. })));
     }
+
+    #[test]
+    fn server_optimizer_moments_roundtrip_and_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        let g = Delta::new(vec![
+            NamedTensor::new("talora.coarse.q", vec![2], vec![1.0, -2.0]).unwrap(),
+            NamedTensor::new("talora.fine.q", vec![1], vec![0.5]).unwrap(),
+        ])
+        .unwrap();
+        let opt = ServerOptimizer::FedAdagrad {
+            eta: 0.1,
+            tau: 1e-9,
+        };
+        assert!(s.load_server_state(3).unwrap().is_none());
+        // Nothing to store before the first step.
+        s.save_server_state(3, &opt, &ServerState::default())
+            .unwrap();
+        assert!(!s.server_state_path(3).exists());
+        let state = ServerState {
+            m: None,
+            v: Some(g.clone()),
+        };
+        s.save_server_state(3, &opt, &state).unwrap();
+        assert_eq!(
+            s.load_server_state(3).unwrap(),
+            Some(("fedadagrad".to_string(), state))
+        );
+        // A truncated file is a typed error naming the path, never a panic.
+        let path = s.server_state_path(3);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let e = s.load_server_state(3).unwrap_err().to_string();
+        assert!(e.contains("server-opt"), "{e}");
+        // A tensor that is neither `m.` nor `v.` is refused.
+        let odd = Delta::new(vec![
+            NamedTensor::new("x.talora.coarse.q", vec![1], vec![1.0]).unwrap(),
+        ])
+        .unwrap();
+        let meta = HashMap::from([("server_optimizer".to_string(), "fedadam".to_string())]);
+        delta_io::save(&odd, &path, StoreDtype::F32, &meta).unwrap();
+        let e = s.load_server_state(3).unwrap_err().to_string();
+        assert!(e.contains("unexpected tensor"), "{e}");
+    }
 }

@@ -369,15 +369,15 @@ impl fmt::Display for ServerOptimizer {
                 beta1,
                 beta2,
                 tau,
-            } => write!(f, "fedadam (eta {eta}, betas {beta1}/{beta2}, tau {tau})"),
+            } => write!(f, "fedadam (eta {eta}, betas {beta1}/{beta2}, tau {tau:e})"),
             ServerOptimizer::FedYogi {
                 eta,
                 beta1,
                 beta2,
                 tau,
-            } => write!(f, "fedyogi (eta {eta}, betas {beta1}/{beta2}, tau {tau})"),
+            } => write!(f, "fedyogi (eta {eta}, betas {beta1}/{beta2}, tau {tau:e})"),
             ServerOptimizer::FedAdagrad { eta, tau } => {
-                write!(f, "fedadagrad (eta {eta}, tau {tau})")
+                write!(f, "fedadagrad (eta {eta}, tau {tau:e})")
             }
         }
     }
