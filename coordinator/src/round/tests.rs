@@ -331,6 +331,41 @@ fn server_momentum_carries_across_rounds_and_a_refused_round_leaves_it() {
 }
 
 #[test]
+fn a_held_band_keeps_its_global_under_server_momentum() {
+    let mut c = cfg();
+    c.server_opt = ServerOptimizer::FedAvgM {
+        lr: 1.0,
+        momentum: 0.9,
+    };
+    let mut m = Machine::new(c, layout(0.0), 0);
+    for n in ["a", "b", "c", "d"] {
+        m.handle(0, register(n, HASH));
+    }
+    close_with(&mut m, 1, 1.0);
+    let domain = |m: &Machine| m.global().tensors[1].data.clone();
+    let after_one = domain(&m);
+    assert_eq!(after_one, vec![1.0, 2.0]);
+    // Round 2: every node reports no held-out improvement for the domain band, so DAF holds it.
+    let mut last = Vec::new();
+    for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+        let mut ev = sub(n, 2, &format!("h{n}"), 1.0);
+        if let Event::Submit(s) = &mut ev {
+            s.band_metrics = BTreeMap::from([("domain".to_string(), -0.5)]);
+        }
+        last = m.handle(200 + i as u64, ev);
+    }
+    let report = closed(&last).expect("closed");
+    assert!(report.failed.is_none());
+    let held = report.groups.iter().find(|g| g.group == "domain").unwrap();
+    assert!(held.held, "{held:?}");
+    // The coarse band moves by momentum (0.9·1 + 1); the held band stays, moments and all.
+    assert_eq!(m.global().tensors[0].data, vec![2.9, 2.9]);
+    assert_eq!(domain(&m), after_one);
+    let moments = m.server_state().m.as_ref().unwrap();
+    assert_eq!(moments.tensors[1].data, vec![1.0, 2.0]);
+}
+
+#[test]
 fn deadline_closes_with_min_nodes_and_drops_stragglers() {
     let mut m = machine();
     for (i, n) in ["a", "b", "c"].iter().enumerate() {
