@@ -252,6 +252,20 @@ impl ServerOptimizer {
         hold: &dyn Fn(&str) -> bool,
     ) -> Result<Delta, DeltaError> {
         let delta = global.aligned(aggregate)?;
+        let mut out = global.clone();
+        if !self.is_stateful() {
+            // Plain (scaled) averaging: no moments to read, allocate or keep.
+            let lr = self.lr();
+            for (x, d) in out.tensors.iter_mut().zip(&delta.tensors) {
+                if hold(&x.name) {
+                    continue;
+                }
+                for (x, &d) in x.data.iter_mut().zip(&d.data) {
+                    *x = (f64::from(*x) + lr * f64::from(d)) as f32;
+                }
+            }
+            return Ok(out);
+        }
         let zeros = || {
             let mut z = global.clone();
             z.tensors.iter_mut().for_each(|t| t.data.fill(0.0));
@@ -265,7 +279,6 @@ impl ServerOptimizer {
             Some(v) => global.aligned(v)?,
             None => zeros(),
         };
-        let mut out = global.clone();
         let t = round.max(1) as f64;
         for (((x, d), m), v) in out
             .tensors
@@ -286,14 +299,9 @@ impl ServerOptimizer {
             match *self {
                 ServerOptimizer::FedAvgM { lr, momentum } => {
                     for (((x, &d), m), _) in cells {
-                        let step = if momentum == 0.0 {
-                            f64::from(d)
-                        } else {
-                            let mm = momentum * f64::from(*m) + f64::from(d);
-                            *m = mm as f32;
-                            mm
-                        };
-                        *x = (f64::from(*x) + lr * step) as f32;
+                        let mm = momentum * f64::from(*m) + f64::from(d);
+                        *m = mm as f32;
+                        *x = (f64::from(*x) + lr * mm) as f32;
                     }
                 }
                 ServerOptimizer::FedAdam {
@@ -346,7 +354,6 @@ impl ServerOptimizer {
             }
         }
         match self {
-            ServerOptimizer::FedAvgM { momentum, .. } if *momentum == 0.0 => {}
             ServerOptimizer::FedAvgM { .. } => state.m = Some(m),
             ServerOptimizer::FedAdagrad { .. } => state.v = Some(v),
             _ => {
