@@ -23,6 +23,11 @@ pub struct EvalArgs {
     /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
     #[arg(long)]
     pub talora: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder (`adapter_model.safetensors` + `adapter_config.json`, as
+    /// `peft` or `node finetune` writes it; LLaDA or Llama/Qwen2 module names) applied to the
+    /// model; repeat to stack several (they are merged into the weights).
+    #[arg(long)]
+    pub lora: Vec<PathBuf>,
     /// Built-in split: pretrain, finetune or heldout.
     #[arg(long, default_value = "heldout")]
     pub split: Split,
@@ -57,9 +62,8 @@ pub struct EvalArgs {
 
 pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
     let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
-    if let Some(dir) = &args.talora {
-        crate::model_arg::attach_talora(&mut loaded.model, dir)?;
-    }
+    let adapters =
+        crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
     let model = &loaded.model;
     // Answers are short: default to a 32-token canvas in blocks of 8 unless told otherwise.
     if args.sampler.gen_length == 64 && args.sampler.block_length == 32 {
@@ -105,9 +109,7 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
         "model {} ({}{}{}), split {}",
         crate::model_arg::resolve(args.model.as_deref()).display(),
         loaded.kind,
-        args.talora
-            .as_ref()
-            .map_or(String::new(), |d| format!(" + TALoRA {}", d.display())),
+        adapters,
         args.dgr
             .banks
             .as_ref()

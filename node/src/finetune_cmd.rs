@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use rand::SeedableRng;
 use ruvdllm::adapter::train::{self, BandSchedule, TrainOptions};
-use ruvdllm::adapter::{Shape, Spec, Talora, Target};
+use ruvdllm::adapter::{Naming, Shape, Spec, Talora, Target};
 use ruvdllm::data::{self, Domain, Generator, Split};
 use ruvdllm::eval;
 use ruvdllm::model::Model;
@@ -145,6 +145,7 @@ fn row(name: &str, m: &Metrics) -> String {
 pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
     let (loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
     let base = loaded.model;
+    let arch = base.config().arch;
     let spec = Spec::new(
         Spec::parse_ranks(&args.ranks)?,
         Target::parse_list(&args.targets)?,
@@ -222,7 +223,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
         .display()
         .to_string();
     talora
-        .save(&args.out, &base_name)
+        .save(&args.out, &base_name, Naming::of(arch))
         .with_context(|| format!("saving the adapter to {}", args.out.display()))?;
     println!("saved {}", args.out.display());
     Ok(())

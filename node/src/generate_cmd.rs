@@ -27,6 +27,11 @@ pub struct GenerateArgs {
     /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
     #[arg(long)]
     pub talora: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder (`adapter_model.safetensors` + `adapter_config.json`, as
+    /// `peft` or `node finetune` writes it; LLaDA or Llama/Qwen2 module names) applied to the
+    /// model; repeat to stack several (they are merged into the weights).
+    #[arg(long)]
+    pub lora: Vec<PathBuf>,
     #[command(flatten)]
     pub sampler: SamplerArgs,
     /// Redraw the denoising canvas in the terminal at every step.
@@ -108,8 +113,10 @@ pub fn dgr_line(rows: &[&[DgrUse]]) -> String {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
-    if let Some(dir) = &args.talora {
-        crate::model_arg::attach_talora(&mut loaded.model, dir)?;
+    let adapters =
+        crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
+    if !adapters.is_empty() {
+        eprintln!("adapters:{adapters}");
     }
     let model = &loaded.model;
     let specials = loaded.config.specials;

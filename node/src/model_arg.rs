@@ -84,6 +84,55 @@ pub fn checkpoint_hash(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The PEFT LoRA adapters of `--lora` (and, when given, the TALoRA adapter of `--talora`) on
+/// `model`, as `peft` applies them: each LoRA adds `scale·B·A` to its linears. A lone LoRA is
+/// attached as a hook, which works on every weight type (quantized GGUF included); several, or
+/// one under a TALoRA adapter (which takes the model's one hook), are merged into the dense
+/// weights, as PEFT's `merge_and_unload` does. Returns a description for the output header.
+pub fn apply_adapters(
+    model: &mut ruvdllm::model::Model,
+    loras: &[PathBuf],
+    talora: Option<&Path>,
+) -> anyhow::Result<String> {
+    use ruvdllm::adapter::{Lora, Shape};
+    let merge = loras.len() > 1 || talora.is_some();
+    let mut described = String::new();
+    for dir in loras {
+        let (lora, config) = Lora::load_peft(dir, Shape::from(model.config()))
+            .with_context(|| format!("loading the PEFT LoRA adapter from {}", dir.display()))?;
+        if merge {
+            lora.merge_into(model).with_context(|| {
+                format!(
+                    "merging {} into the base weights (several --lora, or --lora under                      --talora, need a dense checkpoint: safetensors or an F32/F16/BF16 GGUF)",
+                    dir.display()
+                )
+            })?;
+        } else {
+            let adapter = lora
+                .to_adapter(model)
+                .with_context(|| format!("{} does not fit this model", dir.display()))?;
+            model.set_adapter(adapter);
+        }
+        described.push_str(&format!(
+            " + LoRA {} (r {}, scale {:.4}{}, {})",
+            dir.display(),
+            lora.r,
+            lora.scale(),
+            if config.use_rslora { ", rsLoRA" } else { "" },
+            lora.targets
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    if let Some(dir) = talora {
+        attach_talora(model, dir)?;
+        described.push_str(&format!(" + TALoRA {}", dir.display()));
+    }
+    Ok(described)
+}
+
 /// Attaches the TALoRA adapter saved in `dir` (see `node finetune`) to `model`.
 pub fn attach_talora(model: &mut ruvdllm::model::Model, dir: &Path) -> anyhow::Result<()> {
     let t = ruvdllm::adapter::Talora::load(dir)
@@ -93,4 +142,106 @@ pub fn attach_talora(model: &mut ruvdllm::model::Model, dir: &Path) -> anyhow::R
         .with_context(|| format!("{} does not fit this model", dir.display()))?;
     model.set_adapter(adapter);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ruvdllm::adapter::{Lora, Naming, Shape, Spec, Talora, Target};
+    use ruvdllm::candle_core::Tensor;
+
+    fn logits(model: &ruvdllm::model::Model) -> Tensor {
+        let ids = Tensor::new(&[[40u32, 41, 42, 43, 44, 45, 46, 47]], model.device()).unwrap();
+        let batch = model.plain_batch(&ids).unwrap();
+        model.forward_full(&batch, None).unwrap().logits
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// A PEFT folder holding a LoRA on `targets` with a deterministic non-zero B.
+    fn lora_dir(
+        root: &Path,
+        name: &str,
+        shape: Shape,
+        r: usize,
+        targets: Vec<Target>,
+        seed: u64,
+    ) -> PathBuf {
+        let mut lora = Lora::new(r, 2.0 * r as f64, targets, shape, seed).unwrap();
+        for (k, t) in lora.b.tensors.iter_mut().enumerate() {
+            for (i, v) in t.data.iter_mut().enumerate() {
+                *v = (((i * 7 + k * 13 + seed as usize) % 17) as f32 - 8.0) * 0.01;
+            }
+        }
+        let dir = root.join(name);
+        lora.save_peft(&dir, "tiny", Naming::Llada).unwrap();
+        dir
+    }
+
+    #[test]
+    fn lora_flags_hook_one_adapter_and_merge_several() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (loaded, _) = load(None).unwrap();
+        let shape = Shape::from(&loaded.config);
+        let base = logits(&loaded.model);
+        let qv = lora_dir(tmp.path(), "qv", shape, 2, Target::QV.to_vec(), 1);
+        let o = lora_dir(tmp.path(), "o", shape, 1, vec![Target::O], 2);
+
+        // One LoRA: a hook.
+        let mut hooked = load(None).unwrap().0.model;
+        let described = apply_adapters(&mut hooked, std::slice::from_ref(&qv), None).unwrap();
+        assert!(
+            described.contains("LoRA") && described.contains("r 2"),
+            "{described}"
+        );
+        assert!(hooked.adapter().is_some());
+        let with_qv = logits(&hooked);
+        assert!(
+            max_diff(&with_qv, &base) > 1e-3,
+            "the adapter must move the logits"
+        );
+
+        // The same LoRA under a TALoRA adapter whose B is zero: merged, same logits.
+        let zero = tmp.path().join("talora");
+        Talora::new(Spec::default(), 3, shape)
+            .unwrap()
+            .save(&zero, "tiny", Naming::Llada)
+            .unwrap();
+        let mut merged = load(None).unwrap().0.model;
+        apply_adapters(&mut merged, std::slice::from_ref(&qv), Some(&zero)).unwrap();
+        assert!(max_diff(&logits(&merged), &with_qv) < 1e-4);
+
+        // Two LoRAs: both merged, in either order, and the second one counts.
+        let mut both = load(None).unwrap().0.model;
+        apply_adapters(&mut both, &[qv.clone(), o.clone()], None).unwrap();
+        assert!(both.adapter().is_none());
+        let mut swapped = load(None).unwrap().0.model;
+        apply_adapters(&mut swapped, &[o.clone(), qv.clone()], None).unwrap();
+        assert!(max_diff(&logits(&both), &logits(&swapped)) < 1e-4);
+        assert!(max_diff(&logits(&both), &with_qv) > 1e-3);
+
+        // A missing folder and an adapter for another shape are named errors.
+        let mut m = load(None).unwrap().0.model;
+        let e = apply_adapters(&mut m, &[tmp.path().join("absent")], None).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("loading the PEFT LoRA adapter"),
+            "{e:#}"
+        );
+        let other = Shape {
+            n_layers: shape.n_layers + 1,
+            ..shape
+        };
+        let wrong = lora_dir(tmp.path(), "wrong", other, 2, Target::QV.to_vec(), 4);
+        let e = apply_adapters(&mut m, &[wrong], None).unwrap_err();
+        assert!(format!("{e:#}").contains("tensors"), "{e:#}");
+    }
 }

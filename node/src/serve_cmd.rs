@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// `--features cuda`.
     #[arg(long, default_value = "cpu")]
     pub device: ruvdllm::model::DeviceSpec,
+    /// PEFT LoRA adapter folders applied to the model (see `node generate --lora`).
+    #[arg(long)]
+    pub lora: Vec<PathBuf>,
+    /// A TALoRA adapter folder (written by `node finetune`) applied to the model.
+    #[arg(long)]
+    pub talora: Option<PathBuf>,
     /// Model id clients must name (default: the folder or file name).
     #[arg(long)]
     pub model_id: Option<String>,
@@ -109,8 +115,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
     config.validate().context("invalid serve limits")?;
     let path = crate::model_arg::resolve(args.model.as_deref());
-    let (loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
-    tracing::info!(model = %path.display(), kind = %loaded.kind, "model loaded");
+    let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
+    let adapters =
+        crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
+    tracing::info!(model = %path.display(), kind = %loaded.kind, adapters = %adapters.trim_start_matches(" + "), "model loaded");
     let id = args.model_id.clone().unwrap_or_else(|| default_id(&path));
     let handle = ModelHandle::from_loaded(id, loaded, tok).context("serving the model")?;
     let state = State::new(handle, config).context("invalid serve limits")?;

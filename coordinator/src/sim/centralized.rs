@@ -5,7 +5,7 @@
 //! judged by how much of this improvement it keeps.
 
 use rand::SeedableRng;
-use ruvdllm::adapter::train;
+use ruvdllm::adapter::{Naming, train};
 
 use super::inprocess::node_train_options;
 use super::report::Quality;
@@ -36,6 +36,10 @@ pub fn run(prep: &Prepared) -> anyhow::Result<Quality> {
         "centralized baseline trained"
     );
     let dir = prep.out.adapters().join("centralized");
-    talora.save(&dir, &prep.model_path.display().to_string())?;
+    talora.save(
+        &dir,
+        &prep.model_path.display().to_string(),
+        Naming::of(prep.model.config().arch),
+    )?;
     prep.quality(Some(&talora.to_delta()))
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use ruvdllm::adapter::{Shape, Spec, Talora};
+use ruvdllm::adapter::{Naming, Shape, Spec, Talora};
 use ruvdllm::attack::{Attack, label_flip};
 use ruvdllm::delta::Delta;
 use ruvdllm::model::Model;
@@ -97,8 +97,12 @@ impl Prepared {
             global,
         )?;
         let dir = self.out.adapter(round);
-        t.save(&dir, &self.model_path.display().to_string())
-            .with_context(|| format!("saving {}", dir.display()))?;
+        t.save(
+            &dir,
+            &self.model_path.display().to_string(),
+            Naming::of(self.model.config().arch),
+        )
+        .with_context(|| format!("saving {}", dir.display()))?;
         Ok(dir)
     }
 

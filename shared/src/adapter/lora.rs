@@ -1,6 +1,10 @@
 //! A plain LoRA adapter as named f32 tensors: rank `r`, scale `alpha / r`, A `[r, in]` and
 //! B `[out, r]` per adapted linear, PEFT names, canonical order (layer, then target).
 //!
+//! On disk it is a PEFT folder ([`Lora::save_peft`] / [`Lora::load_peft`]) with the base
+//! family's module paths (see [`super::names::Naming`]); `tests/peft_reference.rs` checks both
+//! directions against the `peft` library (its files give its logits here, ours load there).
+//!
 //! It is pure data (no candle), so it can be built, saved, loaded and compared anywhere; with
 //! feature `model`, [`super::attach`] applies it to a model as a hook or merges it into the
 //! dense weights. Each band of a [`super::Talora`] is one of these.
@@ -9,7 +13,7 @@ use std::path::Path;
 
 use super::Error;
 use super::frozen_a;
-use super::names::{self, MAX_RANK, Shape, Target};
+use super::names::{self, MAX_RANK, Naming, Shape, Target};
 use super::peft::{self, PeftConfig};
 use crate::delta::{Delta, NamedTensor};
 
@@ -137,15 +141,22 @@ impl Lora {
         Delta { tensors: all }
     }
 
-    /// Saves the PEFT folder (`adapter_model.safetensors` + `adapter_config.json`).
-    pub fn save_peft(&self, dir: &Path, base_model: &str) -> Result<(), Error> {
+    /// Saves the PEFT folder (`adapter_model.safetensors` + `adapter_config.json`) with the
+    /// module paths of a base whose checkpoints use `naming` (what `peft` writes for that base).
+    pub fn save_peft(&self, dir: &Path, base_model: &str, naming: Naming) -> Result<(), Error> {
         self.validate()?;
-        let config = PeftConfig::new(self.r, self.alpha, &self.targets, base_model);
-        peft::save(dir, &self.tensors(), &config)
+        let config = PeftConfig::new(self.r, self.alpha, &self.targets, naming, base_model);
+        let mut tensors = self.tensors();
+        for t in &mut tensors.tensors {
+            t.name = naming.rename(&t.name);
+        }
+        peft::save(dir, &tensors, &config)
     }
 
-    /// Loads a PEFT folder for a model of `shape`. Targets are read from the tensor names; rank
-    /// and alpha from the config; the layout must be complete (every layer of every target).
+    /// Loads a PEFT folder for a model of `shape`, written with either [`Naming`] (`peft`'s own
+    /// output for a LLaDA or a Dream/Llama base, or ours). Targets are read from the tensor
+    /// names; rank and scale from the config (`use_rslora`'s `alpha/√r` is kept as the
+    /// equivalent `alpha`); the layout must be complete (every layer of every target).
     pub fn load_peft(dir: &Path, shape: Shape) -> Result<(Lora, PeftConfig), Error> {
         // At most every target of every layer at the config's rank.
         let bound = |c: &PeftConfig| {
@@ -159,14 +170,37 @@ impl Lora {
                 .saturating_mul(shape.n_layers);
             peft::max_file_bytes(numel, 2 * Target::ALL.len() * shape.n_layers)
         };
-        let (delta, config) = peft::load(dir, bound)?;
+        let (mut delta, config) = peft::load(dir, bound)?;
         let r = config.r;
         let mut targets: Vec<Target> = Vec::new();
-        for t in &delta.tensors {
-            let (_, target, _) = names::parse_peft(&t.name).ok_or_else(|| {
+        let mut naming: Option<Naming> = None;
+        for t in &mut delta.tensors {
+            let (layer, target, is_a, n) = names::parse_peft_naming(&t.name).ok_or_else(|| {
                 Error::file(dir, format!("`{}` is not a PEFT LoRA tensor name", t.name))
             })?;
+            if *naming.get_or_insert(n) != n {
+                return Err(Error::file(
+                    dir,
+                    format!(
+                        "`{}` uses {n} module paths, the tensors before it {}",
+                        t.name,
+                        naming.unwrap_or_default()
+                    ),
+                ));
+            }
+            t.name = if is_a {
+                names::peft_a(layer, target)
+            } else {
+                names::peft_b(layer, target)
+            };
             targets.push(target);
+        }
+        // Two spellings of one tensor would otherwise pick one silently.
+        let mut seen = std::collections::HashSet::new();
+        for t in &delta.tensors {
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::file(dir, format!("`{}` appears twice", t.name)));
+            }
         }
         targets.sort();
         targets.dedup();
@@ -212,7 +246,12 @@ impl Lora {
         }
         let lora = Lora {
             r,
-            alpha: config.lora_alpha,
+            // PEFT's scale as ours (`alpha / r`): rsLoRA's `alpha / √r` is `alpha·√r / r`.
+            alpha: if config.use_rslora {
+                config.lora_alpha * (r as f64).sqrt()
+            } else {
+                config.lora_alpha
+            },
             targets,
             shape,
             a: Delta::new(a)?,
@@ -246,7 +285,8 @@ mod tests {
             *v = i as f32 * 0.5;
         }
         let dir = tempfile::tempdir().unwrap();
-        lora.save_peft(dir.path(), "ruvdllm/tiny").unwrap();
+        lora.save_peft(dir.path(), "ruvdllm/tiny", Naming::Llada)
+            .unwrap();
         let (back, cfg) = Lora::load_peft(dir.path(), shape()).unwrap();
         assert_eq!(back, lora);
         assert_eq!(cfg.r, 4);

@@ -32,7 +32,7 @@ pub mod train;
 
 pub use band::{Band, band_weights};
 pub use lora::Lora;
-pub use names::{Shape, Spec, Target};
+pub use names::{Naming, Shape, Spec, Target};
 pub use talora::Talora;
 
 use crate::delta::DeltaError;

@@ -1,9 +1,15 @@
 //! What an adapter covers and what its tensors are called.
 //!
-//! Tensor names follow PEFT's saved layout for a LLaDA model, so a folder we write loads with
+//! Tensor names follow PEFT's saved layout, so a folder we write loads with
 //! `peft.PeftModel.from_pretrained`: `base_model.model.<module>.lora_A.weight` `[r, in]` and
-//! `…lora_B.weight` `[out, r]`, where `<module>` is LLaDA's HF module path of the adapted linear
-//! (`model.transformer.blocks.3.q_proj`). TALoRA tensors add the prefix `talora.<band>.`.
+//! `…lora_B.weight` `[out, r]`, where `<module>` is the HF module path of the adapted linear.
+//!
+//! In memory, on the wire and as frozen A's derivation key, names are *canonical*: LLaDA's module
+//! paths (`model.transformer.blocks.3.q_proj`), whatever the base family, so a federation's
+//! object and its A do not depend on how one checkpoint names its modules. PEFT folders are
+//! written with the base family's own paths ([`Naming`]: LLaDA's, or the Llama/Qwen2 paths of
+//! Dream, `model.layers.3.self_attn.q_proj`), which is what `peft` writes for that model, and
+//! either form is read. TALoRA tensors add the prefix `talora.<band>.`.
 //!
 //! [`Shape`] is the part of a model config that decides adapter shapes; it is deliberately tiny
 //! and candle-free so a coordinator can check an incoming delta's layout ([`b_layout`]) without
@@ -73,6 +79,19 @@ impl Target {
         }
     }
 
+    /// Llama's / Qwen2's module path inside a block (`self_attn.q_proj`, `mlp.down_proj`).
+    pub fn llama_module(self) -> &'static str {
+        match self {
+            Target::Q => "self_attn.q_proj",
+            Target::K => "self_attn.k_proj",
+            Target::V => "self_attn.v_proj",
+            Target::O => "self_attn.o_proj",
+            Target::Gate => "mlp.gate_proj",
+            Target::Up => "mlp.up_proj",
+            Target::Down => "mlp.down_proj",
+        }
+    }
+
     /// Position in [`Target::ALL`].
     pub fn index(self) -> usize {
         Target::ALL.iter().position(|&t| t == self).unwrap_or(0)
@@ -105,7 +124,7 @@ impl FromStr for Target {
     fn from_str(s: &str) -> Result<Self, Error> {
         Target::ALL
             .into_iter()
-            .find(|t| t.name() == s || t.llada_module() == s)
+            .find(|t| t.name() == s || t.llada_module() == s || Naming::Llama.leaf(*t) == s)
             .ok_or_else(|| Error::UnknownTarget {
                 name: s.to_string(),
             })
@@ -273,9 +292,82 @@ impl Spec {
     }
 }
 
-/// LLaDA's HF module path of a target in layer `layer`.
+/// LLaDA's HF module path of a target in layer `layer` (the canonical path).
 pub fn module_path(layer: usize, target: Target) -> String {
     format!("model.transformer.blocks.{layer}.{}", target.llada_module())
+}
+
+/// How a base family's HF checkpoint names the adapted linears, i.e. the module paths `peft`
+/// finds in it and writes into an adapter's tensor names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    /// LLaDA's `modeling_llada.py`: `model.transformer.blocks.N.{q_proj,…,attn_out,ff_proj,
+    /// up_proj,ff_out}` (canonical).
+    #[default]
+    Llada,
+    /// Llama's and Qwen2's (Dream's): `model.layers.N.self_attn.{q,k,v,o}_proj`,
+    /// `model.layers.N.mlp.{gate,up,down}_proj`.
+    Llama,
+}
+
+impl Naming {
+    /// The naming of a model family's checkpoints.
+    #[cfg(feature = "model")]
+    pub fn of(arch: crate::model::config::Arch) -> Naming {
+        match arch {
+            crate::model::config::Arch::Llada => Naming::Llada,
+            crate::model::config::Arch::Dream => Naming::Llama,
+        }
+    }
+
+    /// The HF module path of `target` in layer `layer`.
+    pub fn module_path(self, layer: usize, target: Target) -> String {
+        match self {
+            Naming::Llada => module_path(layer, target),
+            Naming::Llama => format!("model.layers.{layer}.{}", target.llama_module()),
+        }
+    }
+
+    /// What `target_modules` lists for `targets`: the modules' leaf names.
+    pub fn leaf(self, target: Target) -> &'static str {
+        match self {
+            Naming::Llada => target.llada_module(),
+            Naming::Llama => target
+                .llama_module()
+                .rsplit_once('.')
+                .map_or("", |(_, leaf)| leaf),
+        }
+    }
+
+    /// A canonical PEFT (or TALoRA) tensor name rewritten with this naming's module path; names
+    /// that are not LoRA tensor names pass unchanged.
+    pub fn rename(self, canonical: &str) -> String {
+        if self == Naming::Llada {
+            return canonical.to_string();
+        }
+        let (prefix, rest) = match canonical.find("base_model.model.") {
+            Some(i) => canonical.split_at(i),
+            None => return canonical.to_string(),
+        };
+        match parse_peft(rest) {
+            Some((layer, target, is_a)) => format!(
+                "{prefix}base_model.model.{}.lora_{}.weight",
+                self.module_path(layer, target),
+                if is_a { "A" } else { "B" }
+            ),
+            None => canonical.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Naming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Naming::Llada => "llada",
+            Naming::Llama => "llama",
+        })
+    }
 }
 
 /// PEFT name of a LoRA A tensor (`[r, in]`).
@@ -294,18 +386,36 @@ pub fn peft_b(layer: usize, target: Target) -> String {
     )
 }
 
-/// Parses a PEFT LoRA tensor name back into `(layer, target, is_a)`; `None` for any other name.
+/// Parses a PEFT LoRA tensor name in either [`Naming`] back into `(layer, target, is_a)`;
+/// `None` for any other name.
 pub fn parse_peft(name: &str) -> Option<(usize, Target, bool)> {
-    let rest = name.strip_prefix("base_model.model.model.transformer.blocks.")?;
+    parse_peft_naming(name).map(|(l, t, a, _)| (l, t, a))
+}
+
+/// [`parse_peft`], also saying which naming the name uses.
+pub fn parse_peft_naming(name: &str) -> Option<(usize, Target, bool, Naming)> {
+    let rest = name.strip_prefix("base_model.model.model.")?;
     let (rest, is_a) = if let Some(r) = rest.strip_suffix(".lora_A.weight") {
         (r, true)
     } else {
         (rest.strip_suffix(".lora_B.weight")?, false)
     };
+    let (rest, naming) = if let Some(r) = rest.strip_prefix("transformer.blocks.") {
+        (r, Naming::Llada)
+    } else {
+        (rest.strip_prefix("layers.")?, Naming::Llama)
+    };
     let (layer, leaf) = rest.split_once('.')?;
+    // Decimal digits only: `parse` would also take a sign.
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let layer: usize = layer.parse().ok()?;
-    let target = Target::ALL.into_iter().find(|t| t.llada_module() == leaf)?;
-    Some((layer, target, is_a))
+    let target = Target::ALL.into_iter().find(|t| match naming {
+        Naming::Llada => t.llada_module() == leaf,
+        Naming::Llama => t.llama_module() == leaf,
+    })?;
+    Some((layer, target, is_a, naming))
 }
 
 /// The `talora.<band>.` prefix.
@@ -422,7 +532,46 @@ mod tests {
     }
 
     #[test]
+    fn llama_naming_renames_and_parses_back() {
+        let canonical = talora_b(Band::Domain, 7, Target::Down);
+        let llama = Naming::Llama.rename(&canonical);
+        assert_eq!(
+            llama,
+            "talora.domain.base_model.model.model.layers.7.mlp.down_proj.lora_B.weight"
+        );
+        assert_eq!(Naming::Llada.rename(&canonical), canonical);
+        assert_eq!(
+            parse_peft_naming(&Naming::Llama.rename(&peft_a(2, Target::O))),
+            Some((2, Target::O, true, Naming::Llama))
+        );
+        for t in Target::ALL {
+            for naming in [Naming::Llada, Naming::Llama] {
+                let name = naming.rename(&peft_b(11, t));
+                assert_eq!(
+                    parse_peft_naming(&name),
+                    Some((11, t, false, naming)),
+                    "{name}"
+                );
+            }
+        }
+        // Not LoRA tensor names: unchanged by rename, None from parse.
+        assert_eq!(Naming::Llama.rename("bank.key"), "bank.key");
+        for bad in [
+            "base_model.model.model.layers.+1.self_attn.q_proj.lora_A.weight",
+            "base_model.model.model.layers.1.q_proj.lora_A.weight",
+            "base_model.model.model.layers.1.self_attn.q_proj.lora_A.bias",
+            "base_model.model.lm_head.lora_A.weight",
+        ] {
+            assert_eq!(parse_peft_naming(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn targets_parse() {
+        assert_eq!(
+            Target::parse_list("o_proj,down_proj,gate").unwrap(),
+            vec![Target::O, Target::Gate, Target::Down]
+        );
         assert_eq!(
             Target::parse_list("v,q").unwrap(),
             vec![Target::Q, Target::V]

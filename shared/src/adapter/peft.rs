@@ -9,13 +9,13 @@
 //! Reading accepts both forms and any extra fields PEFT writes; features we do not implement
 //! (DoRA, rsLoRA, fan-in-fan-out, trained biases) are refused rather than silently ignored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::Error;
-use super::names::Target;
+use super::names::{Naming, Target};
 use crate::delta::Delta;
 use crate::delta_io::{self, StoreDtype};
 
@@ -33,13 +33,14 @@ pub enum TargetModules {
 }
 
 impl TargetModules {
-    /// What we write for `targets`.
-    pub fn for_targets(targets: &[Target]) -> TargetModules {
+    /// What we write for `targets` of a model whose checkpoints use `naming`.
+    pub fn for_targets(targets: &[Target], naming: Naming) -> TargetModules {
         let leaves: Vec<String> = targets
             .iter()
-            .map(|t| t.llada_module().to_string())
+            .map(|t| naming.leaf(*t).to_string())
             .collect();
-        if targets.contains(&Target::Down) {
+        // Only LLaDA has a leaf name (`ff_out`) that also names a module outside the blocks.
+        if naming == Naming::Llada && targets.contains(&Target::Down) {
             TargetModules::Regex(format!(
                 r"model\.transformer\.blocks\.\d+\.({})",
                 leaves.join("|")
@@ -79,6 +80,42 @@ pub struct PeftConfig {
     pub use_rslora: bool,
     #[serde(default)]
     pub use_dora: bool,
+    /// Every other field PEFT writes, kept as read: most are training-time options (`eva_config`,
+    /// `loftq_config`, `megatron_config`, …); those in [`SEMANTIC_FIELDS`] change what the
+    /// tensors mean, and a config that sets one is refused.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// PEFT fields (up to peft 0.21) that change the adapted forward when set, with what they do.
+pub const SEMANTIC_FIELDS: [(&str, &str); 13] = [
+    ("rank_pattern", "per-module ranks"),
+    ("alpha_pattern", "per-module alphas"),
+    ("layers_to_transform", "a subset of layers"),
+    ("layer_replication", "replicated layers"),
+    ("trainable_token_indices", "trained embedding rows"),
+    ("target_parameters", "adapted parameters instead of modules"),
+    ("lora_bias", "a trained bias on B"),
+    ("use_qalora", "quantization-aware pooling"),
+    ("use_bdlora", "block-diagonal factors"),
+    (
+        "alora_invocation_tokens",
+        "activated only after invocation tokens",
+    ),
+    ("arrow_config", "routing between adapters"),
+    ("kasa_config", "singular-value adaptation"),
+    ("monteclora_config", "Monte-Carlo factors"),
+];
+
+/// Whether an optional PEFT field holds something (not absent, `null`, `false`, `{}`, `[]`).
+fn is_set(v: Option<&serde_json::Value>) -> bool {
+    use serde_json::Value;
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Object(m)) => !m.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    }
 }
 
 fn none() -> String {
@@ -90,13 +127,19 @@ fn yes() -> bool {
 }
 
 impl PeftConfig {
-    pub fn new(r: usize, alpha: f64, targets: &[Target], base_model: &str) -> PeftConfig {
+    pub fn new(
+        r: usize,
+        alpha: f64,
+        targets: &[Target],
+        naming: Naming,
+        base_model: &str,
+    ) -> PeftConfig {
         PeftConfig {
             peft_type: "LORA".into(),
             task_type: None,
             r,
             lora_alpha: alpha,
-            target_modules: TargetModules::for_targets(targets),
+            target_modules: TargetModules::for_targets(targets, naming),
             lora_dropout: 0.0,
             bias: "none".into(),
             fan_in_fan_out: false,
@@ -107,6 +150,17 @@ impl PeftConfig {
             modules_to_save: None,
             use_rslora: false,
             use_dora: false,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The factor on `B·A`: `lora_alpha / r`, or `lora_alpha / √r` with `use_rslora` (rank-
+    /// stabilised LoRA, as PEFT computes it).
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.lora_alpha / (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha / self.r as f64
         }
     }
 
@@ -124,8 +178,10 @@ impl PeftConfig {
         if self.use_dora {
             return refuse("use_dora");
         }
-        if self.use_rslora {
-            return refuse("use_rslora");
+        for (key, what) in SEMANTIC_FIELDS {
+            if is_set(self.extra.get(key)) {
+                return refuse(&format!("{key} ({what})"));
+            }
         }
         if self.fan_in_fan_out {
             return refuse("fan_in_fan_out");
@@ -217,7 +273,7 @@ mod tests {
 
     #[test]
     fn config_fields_and_target_modules() {
-        let c = PeftConfig::new(8, 16.0, &Target::QV, "tiny");
+        let c = PeftConfig::new(8, 16.0, &Target::QV, Naming::Llada, "tiny");
         let json: serde_json::Value = serde_json::from_str(&c.to_json().unwrap()).unwrap();
         assert_eq!(json["peft_type"], "LORA");
         assert_eq!(json["r"], 8);
@@ -233,7 +289,7 @@ mod tests {
         let back: PeftConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
         // All linears: a regex that cannot match the LM head `model.transformer.ff_out`.
-        let all = TargetModules::for_targets(&Target::ALL);
+        let all = TargetModules::for_targets(&Target::ALL, Naming::Llada);
         let TargetModules::Regex(re) = all else {
             panic!("expected a regex")
         };
@@ -244,5 +300,61 @@ mod tests {
             "layers_pattern":null,"use_dora":true}"#;
         let c: PeftConfig = serde_json::from_str(extra).unwrap();
         assert!(c.check_supported(Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn llama_naming_lists_leaf_names_and_no_regex() {
+        // Llama / Qwen2 name the MLP's down projection `down_proj` and the head `lm_head`, so a
+        // plain list of leaves is exact.
+        let all = TargetModules::for_targets(&Target::ALL, Naming::Llama);
+        assert_eq!(
+            all,
+            TargetModules::List(
+                [
+                    "q_proj",
+                    "k_proj",
+                    "v_proj",
+                    "o_proj",
+                    "gate_proj",
+                    "up_proj",
+                    "down_proj"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
+    }
+
+    #[test]
+    fn newer_peft_fields_are_accepted_empty_and_refused_when_set() {
+        // What peft 0.17 writes by default: empty patterns, nulls, false.
+        let base = serde_json::json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+            "target_modules": ["q_proj"], "rank_pattern": {}, "alpha_pattern": {},
+            "layers_to_transform": null, "layer_replication": null, "lora_bias": false,
+            "trainable_token_indices": null, "target_parameters": null, "use_qalora": false,
+            "use_rslora": true, "exclude_modules": null, "eva_config": null});
+        let c: PeftConfig = serde_json::from_value(base.clone()).unwrap();
+        c.check_supported(Path::new("x")).unwrap();
+        // rsLoRA is supported: alpha / √r.
+        assert_eq!(c.scale(), 8.0 / 2.0);
+        for (key, value) in [
+            ("rank_pattern", serde_json::json!({"q_proj": 2})),
+            ("alpha_pattern", serde_json::json!({"q_proj": 2})),
+            ("layers_to_transform", serde_json::json!([0])),
+            ("layer_replication", serde_json::json!([[0, 1]])),
+            ("lora_bias", serde_json::json!(true)),
+            ("trainable_token_indices", serde_json::json!([1, 2])),
+            ("target_parameters", serde_json::json!(["mlp.experts"])),
+            ("use_qalora", serde_json::json!(true)),
+            ("use_bdlora", serde_json::json!({"block_size": 2})),
+            ("alora_invocation_tokens", serde_json::json!([5, 6])),
+            ("arrow_config", serde_json::json!({"top_k": 3})),
+        ] {
+            let mut v = base.clone();
+            v[key] = value;
+            let c: PeftConfig = serde_json::from_value(v).unwrap();
+            let e = c.check_supported(Path::new("x")).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 }

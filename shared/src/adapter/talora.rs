@@ -21,7 +21,7 @@ use super::Error;
 use super::band::Band;
 use super::frozen_a;
 use super::lora::Lora;
-use super::names::{self, Shape, Spec, Target};
+use super::names::{self, Naming, Shape, Spec, Target};
 use crate::delta::{Delta, NamedTensor};
 
 /// Marker in `talora.json`.
@@ -46,6 +46,9 @@ struct Meta {
     run_seed: u64,
     shape: Shape,
     base_model: String,
+    /// The module paths of the PEFT folders (absent in files before it was recorded: LLaDA's).
+    #[serde(default)]
+    naming: Naming,
 }
 
 impl Talora {
@@ -232,12 +235,13 @@ impl Talora {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Writes `dir/{coarse,domain,fine}/` (PEFT folders, A and B in F32) and `dir/talora.json`.
-    pub fn save(&self, dir: &Path, base_model: &str) -> Result<(), Error> {
+    /// Writes `dir/{coarse,domain,fine}/` (PEFT folders, A and B in F32, with the module paths
+    /// of a base that uses `naming`) and `dir/talora.json`.
+    pub fn save(&self, dir: &Path, base_model: &str, naming: Naming) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
         for band in Band::ALL {
             self.band_lora(band)
-                .save_peft(&dir.join(band.name()), base_model)?;
+                .save_peft(&dir.join(band.name()), base_model, naming)?;
         }
         let meta = Meta {
             format: FORMAT.into(),
@@ -245,6 +249,7 @@ impl Talora {
             run_seed: self.run_seed,
             shape: self.shape,
             base_model: base_model.into(),
+            naming,
         };
         let json = serde_json::to_string_pretty(&meta).map_err(|e| Error::file(dir, e))?;
         crate::fsutil::write_atomic(&dir.join(META_FILE), json.as_bytes())

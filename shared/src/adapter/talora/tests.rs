@@ -202,11 +202,37 @@ fn averaging_b_across_nodes_equals_averaging_delta_w() {
 }
 
 #[test]
+fn a_dream_base_gets_llama_module_paths_and_the_same_adapter_back() {
+    let t = Talora::new(Spec::default(), 5, shape()).unwrap();
+    let trained = Talora::from_delta(Spec::default(), 5, shape(), &filled(&t, 2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    trained.save(dir.path(), "dream-7b", Naming::Llama).unwrap();
+    let (delta, _) =
+        crate::delta_io::load(&dir.path().join("fine").join(peft::WEIGHTS_FILE)).unwrap();
+    assert!(
+        delta
+            .tensors
+            .iter()
+            .all(|t| t.name.starts_with("base_model.model.model.layers.")
+                && t.name.contains(".self_attn.")),
+        "{:?}",
+        delta.tensors.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("talora.json")).unwrap()).unwrap();
+    assert_eq!(meta["naming"], "llama");
+    // Frozen A is keyed by the canonical names, so the adapter (and its A check) is unchanged.
+    assert_eq!(Talora::load(dir.path()).unwrap(), trained);
+}
+
+#[test]
 fn three_peft_folders_roundtrip_and_a_is_verified() {
     let t = Talora::new(Spec::default(), 11, shape()).unwrap();
     let trained = Talora::from_delta(Spec::default(), 11, shape(), &filled(&t, 3)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    trained.save(dir.path(), "ruvdllm/tiny").unwrap();
+    trained
+        .save(dir.path(), "ruvdllm/tiny", Naming::Llada)
+        .unwrap();
     for band in Band::ALL {
         let sub = dir.path().join(band.name());
         assert!(sub.join(peft::WEIGHTS_FILE).is_file());
@@ -223,7 +249,7 @@ fn three_peft_folders_roundtrip_and_a_is_verified() {
     let sub = dir.path().join("domain");
     let mut lora = trained.band_lora(Band::Domain);
     lora.a.tensors[1].data[0] += 1e-3;
-    lora.save_peft(&sub, "ruvdllm/tiny").unwrap();
+    lora.save_peft(&sub, "ruvdllm/tiny", Naming::Llada).unwrap();
     match Talora::load(dir.path()) {
         Err(Error::FrozenAMismatch { name, run_seed }) => {
             assert_eq!(run_seed, 11);
