@@ -35,6 +35,10 @@ pub struct Config {
     /// Dream-style: position `i` is predicted from hidden state `i-1`.
     pub shift_logits: bool,
     pub specials: SpecialTokens,
+    /// The LM head is the token embedding (`weight_tying` / `tie_word_embeddings`; a GGUF file
+    /// without `output.weight`): the checkpoint holds no head tensor.
+    #[serde(default)]
+    pub tie_embeddings: bool,
 }
 
 /// The presets `node` knows by name.
@@ -58,6 +62,7 @@ impl Config {
             qkv_bias: false,
             shift_logits: false,
             specials: SpecialTokens::BYTE,
+            tie_embeddings: false,
         }
     }
 
@@ -92,6 +97,7 @@ impl Config {
             qkv_bias: false,
             shift_logits: false,
             specials: SpecialTokens::LLADA,
+            tie_embeddings: false,
         }
     }
 
@@ -112,6 +118,7 @@ impl Config {
             qkv_bias: true,
             shift_logits: true,
             specials: SpecialTokens::DREAM,
+            tie_embeddings: false,
         }
     }
 
@@ -185,26 +192,92 @@ impl Config {
     }
 
     /// Parses an HF `config.json` of the LLaDA family (`model_type: "llada"`, OLMo-style keys) or
-    /// the Dream/Qwen2 family (`hidden_size`, `num_hidden_layers`, …).
+    /// the Dream/Qwen2 family (`model_type` `dream` or `qwen2`: `hidden_size`,
+    /// `num_hidden_layers`, …).
+    ///
+    /// Options these families define that change the forward pass are read, not skipped: tied
+    /// embeddings (`weight_tying`, `tie_word_embeddings`) and multi-query attention are
+    /// supported; the others (ALiBi, LayerNorm instead of RMSNorm, another activation or block
+    /// type, logit or embedding scaling, QK norm, QKV clipping, biases on every linear, RoPE
+    /// scaling, sliding windows, mixture-of-experts) are refused with the key named, so a
+    /// checkpoint is never run as something it is not.
     pub fn from_hf_json(text: &str) -> Result<Self, Error> {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         let get = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
         let getf = |k: &str| v.get(k).and_then(|x| x.as_f64());
         let getb = |k: &str| v.get(k).and_then(|x| x.as_bool());
+        let gets = |k: &str| v.get(k).and_then(|x| x.as_str());
         let need = |k: &str| {
             get(k).ok_or_else(|| Error::Config(format!("config.json: missing integer `{k}`")))
         };
-        let model_type = v
-            .get("model_type")
-            .and_then(|x| x.as_str())
-            .unwrap_or("")
-            .to_lowercase();
+        let refuse = |k: &str, what: &str| {
+            Err(Error::Config(format!(
+                "config.json: `{k}` = {}: {what} is not supported",
+                v.get(k).map_or("?".into(), |x| x.to_string())
+            )))
+        };
+        // A key that is set (not absent, null, false, 0, "" or empty).
+        let set = |k: &str| match v.get(k) {
+            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+            Some(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
+            Some(serde_json::Value::String(s)) => !s.is_empty(),
+            Some(serde_json::Value::Object(m)) => !m.is_empty(),
+            Some(serde_json::Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        };
+        let model_type = gets("model_type").unwrap_or("").to_lowercase();
+        for k in ["num_experts", "num_local_experts", "moe_intermediate_size"] {
+            if set(k) {
+                return refuse(k, "a mixture-of-experts model");
+            }
+        }
+        if model_type.contains("moe") {
+            return refuse("model_type", "a mixture-of-experts model");
+        }
         let is_llada = model_type.contains("llada") || v.get("d_model").is_some();
         if is_llada {
+            // OLMo-style options of modeling_llada.py and what LLaDA-8B sets them to.
+            if getb("alibi") == Some(true) {
+                return refuse("alibi", "ALiBi");
+            }
+            if getb("rope") == Some(false) {
+                return refuse("rope", "a model without RoPE");
+            }
+            if gets("layer_norm_type").is_some_and(|t| t != "rms") {
+                return refuse("layer_norm_type", "a norm other than RMSNorm");
+            }
+            if getb("layer_norm_with_affine") == Some(false) {
+                return refuse("layer_norm_with_affine", "a norm without weights");
+            }
+            if gets("activation_type").is_some_and(|t| t != "silu" && t != "swiglu") {
+                return refuse("activation_type", "an activation other than SiLU (SwiGLU)");
+            }
+            if gets("block_type").is_some_and(|t| t != "llama") {
+                return refuse("block_type", "a block other than `llama`");
+            }
+            for (k, what) in [
+                ("scale_logits", "scaled logits"),
+                ("input_emb_norm", "scaled input embeddings"),
+                ("attention_layer_norm", "QK norm"),
+                ("clip_qkv", "QKV clipping"),
+                (
+                    "include_bias",
+                    "a bias on every linear (`include_qkv_bias` is)",
+                ),
+                ("bias_for_layer_norm", "norm biases"),
+            ] {
+                if set(k) {
+                    return refuse(k, what);
+                }
+            }
             let d_model = need("d_model")?;
             let n_heads = need("n_heads")?;
-            let n_kv_heads = get("n_kv_heads").unwrap_or(n_heads);
+            let n_kv_heads = if getb("multi_query_attention") == Some(true) {
+                1
+            } else {
+                get("n_kv_heads").unwrap_or(n_heads)
+            };
             let vocab = get("embedding_size").or(get("vocab_size")).ok_or_else(|| {
                 Error::Config("config.json: missing `embedding_size`/`vocab_size`".into())
             })?;
@@ -219,13 +292,12 @@ impl Config {
                 n_layers: need("n_layers")?,
                 n_heads,
                 n_kv_heads,
-                head_dim: d_model / n_heads,
+                head_dim: d_model / n_heads.max(1),
                 mlp_hidden: need("mlp_hidden_size")?,
                 max_seq_len: get("max_sequence_length").unwrap_or(4096),
                 rope_theta: getf("rope_theta").unwrap_or(10_000.0),
                 rms_norm_eps: getf("rms_norm_eps").unwrap_or(1e-5),
-                qkv_bias: getb("include_qkv_bias").unwrap_or(false)
-                    || getb("include_bias").unwrap_or(false),
+                qkv_bias: getb("include_qkv_bias").unwrap_or(false),
                 shift_logits: false,
                 specials: SpecialTokens {
                     mask,
@@ -234,9 +306,31 @@ impl Config {
                     pad,
                     eot: Some(126_348).filter(|&e| (e as usize) < vocab),
                 },
+                tie_embeddings: getb("weight_tying").unwrap_or(false),
             };
             cfg.validate()?;
             return Ok(cfg);
+        }
+        if model_type != "dream" && model_type != "qwen2" {
+            return Err(Error::Config(format!(
+                "config.json: model_type `{model_type}`: expected a LLaDA (`llada`) or Dream \
+                 (`dream`, or its `qwen2` backbone) checkpoint"
+            )));
+        }
+        if gets("hidden_act").is_some_and(|a| a != "silu") {
+            return refuse("hidden_act", "an activation other than SiLU (SwiGLU)");
+        }
+        if getb("use_sliding_window") == Some(true) {
+            return refuse("use_sliding_window", "sliding-window attention");
+        }
+        if let Some(scaling) = v.get("rope_scaling").filter(|s| !s.is_null()) {
+            let kind = scaling
+                .get("rope_type")
+                .or_else(|| scaling.get("type"))
+                .and_then(|t| t.as_str());
+            if kind != Some("default") {
+                return refuse("rope_scaling", "RoPE scaling");
+            }
         }
         let d_model = need("hidden_size")?;
         let n_heads = need("num_attention_heads")?;
@@ -263,6 +357,7 @@ impl Config {
                 pad: get("pad_token_id").unwrap_or(eos as usize) as u32,
                 eot: Some(151_645).filter(|&e| (e as usize) < vocab),
             },
+            tie_embeddings: getb("tie_word_embeddings").unwrap_or(false),
         };
         cfg.validate()?;
         Ok(cfg)

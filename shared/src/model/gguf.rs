@@ -176,10 +176,15 @@ pub fn open(path: &Path, device: &Device) -> Result<(GgufSource, super::Config),
     let mut f = File::open(path).map_err(|e| file_err(path, e))?;
     let content = Content::read(&mut f).map_err(|e| file_err(path, e))?;
     let q_bias = Naming::Gguf.name(Role::Layer(0, LayerRole::QBias));
-    let cfg = meta::config(
+    let mut cfg = meta::config(
         &meta::Meta(&content.metadata),
         content.tensor_infos.contains_key(&q_bias),
     )?;
+    // llama.cpp's converter writes no `output.weight` for a model whose head is its embedding
+    // (and llama.cpp then uses `token_embd.weight`).
+    cfg.tie_embeddings = !content
+        .tensor_infos
+        .contains_key(&Naming::Gguf.name(Role::Head));
     // Every layer has at least nine tensors: reject a block count the table cannot hold before
     // anything is sized by it.
     let per_layer = 9;

@@ -142,7 +142,11 @@ impl Model {
             });
         }
         let norm = RmsNorm::new(vec(Role::FinalNorm, d)?, cfg.rms_norm_eps);
-        let head = linear(Role::Head, cfg.vocab_size, d, None)?;
+        let head = if cfg.tie_embeddings {
+            Linear::new(super::weights::Weight::Dense(embed.clone()), None)?
+        } else {
+            linear(Role::Head, cfg.vocab_size, d, None)?
+        };
         Ok(Self {
             cfg: cfg.clone(),
             embed,

@@ -31,6 +31,7 @@ pub fn llada_cfg() -> Config {
         qkv_bias: false,
         shift_logits: false,
         specials: SpecialTokens::BYTE,
+        tie_embeddings: false,
     }
 }
 

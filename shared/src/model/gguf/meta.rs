@@ -242,6 +242,8 @@ pub fn config(meta: &Meta, qkv_bias: bool) -> Result<Config, Error> {
             .opt(SHIFT_LOGITS, Meta::bool)?
             .unwrap_or(arch == Arch::Dream),
         specials,
+        // Set by the caller, which sees the tensor table.
+        tie_embeddings: false,
     };
     // Sizes derived from the metadata must not overflow: tensor shapes are computed from them
     // before they are checked against the file's tensor table.

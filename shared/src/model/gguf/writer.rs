@@ -134,7 +134,9 @@ fn tensors(
         matrix(l(LayerRole::Down), d, cfg.mlp_hidden)?;
     }
     vector(Role::FinalNorm, d)?;
-    matrix(Role::Head, cfg.vocab_size, d)?;
+    if !cfg.tie_embeddings {
+        matrix(Role::Head, cfg.vocab_size, d)?;
+    }
     out.extend(vectors);
     Ok(out)
 }
