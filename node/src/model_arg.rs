@@ -30,6 +30,24 @@ pub fn load_on(
     let dev: Device = device.open()?;
     let loaded = ruvdllm::model::load(&path, DType::F32, &dev)
         .with_context(|| format!("loading model from {} onto {device}", path.display()))?;
+    // Without a `tokenizer.json` the built-in byte tokenizer is used, which only fits models
+    // trained on it: running a real vocabulary's model on byte ids would be silent nonsense.
+    anyhow::ensure!(
+        loaded.tokenizer_dir.is_some()
+            || loaded.config.specials == ruvdllm::tokens::SpecialTokens::BYTE,
+        "{} has a {}-token vocabulary (mask id {}) but no tokenizer.json beside it: put the \
+         checkpoint's tokenizer.json (with tokenizer_config.json) in {}; the built-in byte \
+         tokenizer only fits byte-vocabulary models",
+        path.display(),
+        loaded.config.vocab_size,
+        loaded.config.specials.mask,
+        if path.is_dir() {
+            path.display().to_string()
+        } else {
+            path.parent()
+                .map_or_else(|| ".".into(), |p| p.display().to_string())
+        }
+    );
     let tok = tokenizer::load(loaded.tokenizer_dir.as_deref()).context("loading the tokenizer")?;
     anyhow::ensure!(
         tok.vocab_size() <= loaded.config.vocab_size,
@@ -185,6 +203,37 @@ mod tests {
         let dir = root.join(name);
         lora.save_peft(&dir, "tiny", Naming::Llada).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_real_vocabulary_without_tokenizer_json_is_refused() {
+        use ruvdllm::candle_core::{DType, Device};
+        use ruvdllm::candle_nn::VarMap;
+        use ruvdllm::model::checkpoint;
+        let tmp = tempfile::tempdir().unwrap();
+        // A small model with its own (non-byte) vocabulary and specials, as a real checkpoint.
+        let mut cfg = ruvdllm::model::Config::tiny();
+        cfg.n_layers = 1;
+        cfg.vocab_size = 320;
+        cfg.specials = ruvdllm::tokens::SpecialTokens {
+            mask: 319,
+            bos: 316,
+            eos: 317,
+            pad: 318,
+            eot: None,
+        };
+        let varmap = VarMap::new();
+        checkpoint::trainable(&varmap, &cfg, &Device::Cpu).unwrap();
+        checkpoint::seeded_init(&varmap, 1, 0.02).unwrap();
+        let dir = tmp.path().join("model");
+        checkpoint::save(&varmap, &cfg, &dir, DType::F32).unwrap();
+        let e = load(Some(&dir)).err().unwrap().to_string();
+        assert!(
+            e.contains("320-token vocabulary") && e.contains("tokenizer.json"),
+            "{e}"
+        );
+        // The committed byte-vocabulary base needs none.
+        assert!(load(None).is_ok());
     }
 
     #[test]
