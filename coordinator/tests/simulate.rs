@@ -362,3 +362,48 @@ fn processes_mode_runs_each_node_as_its_own_process() {
         assert!(line.fetched_ms <= line.train_start_ms && line.train_end_ms <= line.done_ms);
     }
 }
+
+#[test]
+fn local_dp_is_the_node_daemons_own_and_draws_the_same_noise_in_both_modes() {
+    // The in-process nodes and `node run` daemons privatize in the same place (the node's
+    // trainer, `[privacy]` in node.toml), seeded alike: the same global comes out.
+    let bin = env!("CARGO_BIN_EXE_coordinator");
+    let dp = ["--rounds", "1", "--rule", "fedavg", "--dp-clip", "0.05"];
+    let run_with = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let (report, _) = simulate(dir.path(), &[&dp[..], extra].concat());
+        (report, dir)
+    };
+    let (clean, _) = {
+        let dir = tempfile::tempdir().unwrap();
+        simulate(
+            dir.path(),
+            &[
+                "--rounds",
+                "1",
+                "--rule",
+                "fedavg",
+                "--model",
+                "../shared/assets/tiny",
+            ],
+        )
+    };
+    let noisy = ["--dp-noise", "0.5", "--model", "../shared/assets/tiny"];
+    let (inproc, _) = run_with(&noisy);
+    let (procs, dir) = run_with(&[&noisy[..], &["--processes", "--node-bin", bin]].concat());
+    let loss = |r: &Report| r.rounds[0].quality.heldout_loss;
+    assert_eq!(loss(&inproc), loss(&procs));
+    assert_ne!(loss(&inproc), loss(&clean), "DP must change the global");
+    assert!(inproc.dp_epsilon.is_some_and(|e| e > 0.0 && e.is_finite()));
+    let node = dir.path().join("nodes/node-00");
+    let toml = std::fs::read_to_string(node.join("node.toml")).unwrap();
+    assert!(
+        toml.contains("[privacy]") && toml.contains("clip = 0.05"),
+        "{toml}"
+    );
+    let log = std::fs::read_to_string(node.join("node.log")).unwrap();
+    assert!(
+        log.contains("local DP applied") && log.contains("epsilon"),
+        "{log}"
+    );
+}

@@ -293,6 +293,7 @@ pub struct File {
     pub train: Train,
     pub banks: BanksSection,
     pub serve: ServeSection,
+    pub privacy: PrivacySection,
     /// Append one JSON line per finished round to this file (timings, encoded sizes, the
     /// coordinator's answer, socket counters); empty: no journal.
     pub journal: PathBuf,
@@ -320,8 +321,67 @@ impl Default for File {
             train: Train::default(),
             banks: BanksSection::default(),
             serve: ServeSection::default(),
+            privacy: PrivacySection::default(),
             journal: PathBuf::new(),
         }
+    }
+}
+
+/// `[privacy]`: local differential privacy (see [`crate::daemon::privacy`]). Off unless `clip`
+/// is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySection {
+    /// L2 bound of each update (whole adapter delta); unset: no local DP.
+    pub clip: Option<f64>,
+    /// Noise multiplier z: N(0, (z·clip)²) per coordinate; 0 clips without noise (no ε).
+    pub noise_multiplier: f64,
+    /// δ of the (ε, δ) the node logs after each round.
+    pub delta: f64,
+    /// Fixed noise seed, for reproducible experiments only (anyone who knows it can remove the
+    /// noise); unset: a secret drawn from the operating system at start-up.
+    pub seed: Option<u64>,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        Self {
+            clip: None,
+            noise_multiplier: 0.0,
+            delta: 1e-5,
+            seed: None,
+        }
+    }
+}
+
+impl PrivacySection {
+    fn validate(&self) -> Result<Option<crate::daemon::privacy::LocalDp>, ConfigError> {
+        let Some(clip) = self.clip else {
+            if self.noise_multiplier != 0.0 || self.seed.is_some() {
+                return Err(invalid(
+                    "privacy.clip",
+                    "noise_multiplier and seed need a clip bound",
+                ));
+            }
+            return Ok(None);
+        };
+        let dp = crate::daemon::privacy::LocalDp {
+            clip,
+            noise_multiplier: self.noise_multiplier,
+            delta: self.delta,
+            seed: self.seed,
+        };
+        dp.validate().map_err(|(field, reason)| {
+            invalid(
+                match field {
+                    "clip" => "privacy.clip",
+                    "noise_multiplier" => "privacy.noise_multiplier",
+                    _ => "privacy.delta",
+                },
+                reason,
+            )
+        })?;
+        Ok(Some(dp))
     }
 }
 
@@ -364,6 +424,8 @@ pub struct Settings {
     pub serve: crate::serve::Config,
     /// The round journal (`None`: not written).
     pub journal: Option<PathBuf>,
+    /// Local DP (`None`: off).
+    pub privacy: Option<crate::daemon::privacy::LocalDp>,
 }
 
 impl File {
@@ -572,6 +634,7 @@ impl File {
             serve_id: self.serve.model_id.clone(),
             serve,
             journal: (!self.journal.as_os_str().is_empty()).then(|| self.journal.clone()),
+            privacy: self.privacy.validate()?,
         })
     }
 }
@@ -655,6 +718,37 @@ mod tests {
         };
         let e = f.validate().unwrap_err().to_string();
         assert!(e.contains("device") && e.contains("cuda:N"), "{e}");
+    }
+
+    #[test]
+    fn privacy_section_is_read_and_checked() {
+        let p: PrivacySection =
+            toml::from_str("clip = 2.0\nnoise_multiplier = 0.8\nseed = 4").unwrap();
+        let dp = p.validate().unwrap().unwrap();
+        assert_eq!(
+            dp,
+            crate::daemon::privacy::LocalDp {
+                clip: 2.0,
+                noise_multiplier: 0.8,
+                delta: 1e-5,
+                seed: Some(4),
+            }
+        );
+        assert_eq!(PrivacySection::default().validate().unwrap(), None);
+        for (text, field) in [
+            ("noise_multiplier = 1.0", "privacy.clip"),
+            ("clip = -1.0", "privacy.clip"),
+            (
+                "clip = 1.0\nnoise_multiplier = -0.5",
+                "privacy.noise_multiplier",
+            ),
+            ("clip = 1.0\ndelta = 0.0", "privacy.delta"),
+        ] {
+            let p: PrivacySection = toml::from_str(text).unwrap();
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        assert!(toml::from_str::<PrivacySection>("clip = 1.0\nepsilon = 3.0").is_err());
     }
 
     #[test]

@@ -66,14 +66,27 @@ pub fn trainer_for(settings: &Settings) -> anyhow::Result<TaloraTrainer> {
     );
     let examples = ruvdllm::eval::examples(&data.train, tok.as_ref());
     let validation = ruvdllm::eval::examples(&data.validation, tok.as_ref());
-    Ok(TaloraTrainer::new(
+    let trainer = TaloraTrainer::new(
         Arc::new(loaded.model),
         t.spec.clone(),
         examples,
         validation,
         t.options.clone(),
         t.seed,
-    )?)
+    )?;
+    Ok(match settings.privacy {
+        Some(dp) => {
+            tracing::info!(
+                clip = dp.clip,
+                noise_multiplier = dp.noise_multiplier,
+                delta = dp.delta,
+                seeded = dp.seed.is_some(),
+                "local DP on: every update is clipped and noised before it leaves"
+            );
+            trainer.with_privacy(dp)
+        }
+        None => trainer,
+    })
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {

@@ -396,12 +396,6 @@ impl SimArgs {
                 {
                     return Err(invalid("dp-noise", "must be finite and ≥ 0"));
                 }
-                if self.processes {
-                    return Err(invalid(
-                        "processes",
-                        "local DP is applied by the simulated nodes; run it without --processes",
-                    ));
-                }
             }
             (None, Some(_)) => return Err(invalid("dp-noise", "needs --dp-clip")),
         }

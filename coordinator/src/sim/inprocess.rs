@@ -21,12 +21,13 @@ use tokio::task::JoinSet;
 use super::board::Board;
 use super::cluster::{self, node_id};
 use super::events::Recorder;
-use super::node::{LocalDp, Role, SimClient, SimTrainer};
+use super::node::{Role, SimClient, SimTrainer};
 use super::record::NodeView;
 use super::report::{SocketTotals, TLS13_CLOSE_NOTIFY_BYTES};
 use super::run::{Driven, Observer, Prepared, finish_round};
 use crate::daemon::Running;
 use crate::service::ClosedRound;
+use ruvdllm_node::daemon::privacy::LocalDp;
 
 /// Largest global adapter a simulated node accepts.
 const MAX_ADAPTER_BYTES: u64 = 256 << 20;
@@ -63,10 +64,6 @@ pub async fn drive(
     let (stop, stop_rx) = watch::channel(false);
     let mut counters = Vec::with_capacity(n);
     let mut tasks = JoinSet::new();
-    let dp = a.dp_clip.map(|clip| LocalDp {
-        clip,
-        z: a.dp_noise.unwrap_or(0.0),
-    });
     for i in 0..n {
         let target = cluster::client_target(&prep.out, &prep.pki, running, i);
         let (inner, c) = AnyClient::counted(&target, MAX_ADAPTER_BYTES)
@@ -91,13 +88,21 @@ pub async fn drive(
             a.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9),
         )
         .with_context(|| format!("trainer of {}", node_id(i)))?;
+        let trainer = match a.dp_clip {
+            Some(clip) => trainer.with_privacy(LocalDp {
+                clip,
+                noise_multiplier: a.dp_noise.unwrap_or(0.0),
+                delta: a.dp_delta,
+                seed: Some(a.seed ^ (i as u64).wrapping_mul(0x9E37)),
+            }),
+            None => trainer,
+        };
         let trainer = SimTrainer {
             node: i,
             inner: trainer,
             role: role(prep, i),
             board: board.clone(),
             recorder: recorder.clone(),
-            dp,
             seed: a.seed,
             timeout: Duration::from_secs(a.round_timeout),
         };

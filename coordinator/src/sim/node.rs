@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use ruvdllm::attack::Attack;
 use ruvdllm::delta::Delta;
-use ruvdllm::privacy::{add_gaussian, clip_l2, normal_stream};
 use ruvdllm_node::daemon::any_client::SocketBytes;
 use ruvdllm_node::daemon::client::{AnnouncementStream, SubmitAck};
 use ruvdllm_node::daemon::{
@@ -51,13 +50,6 @@ impl Role {
     }
 }
 
-/// Local differential privacy: clip to `clip`, add N(0, (z·clip)²) per coordinate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LocalDp {
-    pub clip: f64,
-    pub z: f64,
-}
-
 /// The simulated node's trainer.
 pub struct SimTrainer {
     pub node: usize,
@@ -65,25 +57,10 @@ pub struct SimTrainer {
     pub role: Role,
     pub board: Arc<Board>,
     pub recorder: Arc<Recorder>,
-    pub dp: Option<LocalDp>,
+    /// Keys the attackers' randomness.
     pub seed: u64,
     /// How long an attacker waits for the honest updates.
     pub timeout: Duration,
-}
-
-impl SimTrainer {
-    fn privatize(&self, round: u64, delta: &Delta) -> Result<Delta, TrainError> {
-        let Some(dp) = self.dp else {
-            return Ok(delta.clone());
-        };
-        let mut flat = delta.flatten();
-        clip_l2(&mut flat, dp.clip);
-        let mut noise = normal_stream(self.seed ^ (self.node as u64).wrapping_mul(0x9E37), round);
-        add_gaussian(&mut flat, dp.z * dp.clip, &mut noise);
-        delta
-            .with_flat(&flat)
-            .map_err(|e| TrainError(format!("local DP: {e}")))
-    }
 }
 
 impl LocalTrainer for SimTrainer {
@@ -93,8 +70,8 @@ impl LocalTrainer for SimTrainer {
             .update(self.node, round, |e| e.train_start = Some(Instant::now()));
         let (update, loss) = match self.role {
             Role::Honest | Role::LabelFlip => {
-                let (mut update, stats) = self.inner.train(ctx, global)?;
-                update.delta = self.privatize(round, &update.delta)?;
+                // Local DP, if configured, is applied inside (the node daemon's own path).
+                let (update, stats) = self.inner.train(ctx, global)?;
                 if self.role == Role::Honest {
                     self.board.post(
                         round,

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ruvdllm_node::config::{Data, File as NodeFile, Libp2pSection, Tls, Train, TransportKind};
+use ruvdllm_node::config::{
+    Data, File as NodeFile, Libp2pSection, PrivacySection, Tls, Train, TransportKind,
+};
 use ruvdllm_node::daemon::any_client::ClientTarget;
 use ruvdllm_node::daemon::journal::{self, Journal};
 use ruvdllm_node::daemon::local_data::DataSource;
@@ -166,6 +168,13 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
             ..Train::default()
         },
         journal: journal_path(prep, i),
+        // The in-process nodes' local DP, seeded the same way, so both modes draw the same noise.
+        privacy: PrivacySection {
+            clip: a.dp_clip,
+            noise_multiplier: a.dp_noise.unwrap_or(0.0),
+            delta: a.dp_delta,
+            seed: a.dp_clip.map(|_| a.seed ^ (i as u64).wrapping_mul(0x9E37)),
+        },
         ..NodeFile::default()
     };
     let path = dir.join("node.toml");

@@ -15,6 +15,7 @@ pub mod grpc_client;
 pub mod journal;
 pub mod local_data;
 pub mod p2p_client;
+pub mod privacy;
 pub mod runtime;
 pub mod serving;
 pub mod talora_trainer;

@@ -78,6 +78,8 @@ pub struct TaloraTrainer {
     /// Each band's AdamW moments after the last round (`opts.keep_optimizer_state`; in memory
     /// only: a restarted node starts with fresh moments).
     moments: train::BandMoments,
+    /// Local DP applied to every update before it leaves ([`Self::with_privacy`]).
+    privacy: Option<super::privacy::Privatizer>,
 }
 
 impl std::fmt::Debug for TaloraTrainer {
@@ -149,7 +151,14 @@ impl TaloraTrainer {
             last: None,
             banks: None,
             moments: train::BandMoments::default(),
+            privacy: None,
         })
+    }
+
+    /// Clips and noises every update before it leaves (local DP, `[privacy]`).
+    pub fn with_privacy(mut self, dp: super::privacy::LocalDp) -> Self {
+        self.privacy = Some(super::privacy::Privatizer::new(dp));
+        self
     }
 
     /// After each round, insert the global and the local adapter into `banks` (DESIGN §5):
@@ -276,9 +285,25 @@ impl TaloraTrainer {
                 Err(e) => tracing::warn!(round = ctx.round, error = %e, "bank insertion failed"),
             }
         }
-        let delta = trained
+        let mut delta = trained
             .update_from(&start)
             .map_err(|e| TrainError(format!("computing the update: {e}")))?;
+        if let Some(p) = &mut self.privacy {
+            let (private, info) = p.apply(ctx.round, &delta).map_err(TrainError)?;
+            delta = private;
+            tracing::info!(
+                round = ctx.round,
+                norm = info.norm,
+                clip = p.config().clip,
+                noise_multiplier = p.config().noise_multiplier,
+                epsilon = info
+                    .epsilon
+                    .map_or("none (no noise)".into(), |e| format!("{e:.3}")),
+                delta = p.config().delta,
+                rounds = p.rounds(),
+                "local DP applied"
+            );
+        }
         let band_metrics: BTreeMap<String, f64> = Band::ALL
             .iter()
             .map(|b| {
