@@ -107,6 +107,7 @@ pub fn prepare(
             max_payload_bytes: MAX_BYTES,
         },
         aggregation: Default::default(),
+        privacy: Default::default(),
         transport,
         libp2p: Libp2pSection {
             listen: format!("/ip4/{}/tcp/{}", socket.ip(), socket.port()),

@@ -146,7 +146,7 @@ impl Default for RoundSection {
 pub struct BandSection {
     pub rule: Option<String>,
     pub fallback: Option<String>,
-    /// `samples` or `improvement`.
+    /// `samples`, `uniform` or `improvement`.
     pub weights: Option<String>,
     pub trim: Option<usize>,
     pub m: Option<usize>,
@@ -206,6 +206,61 @@ pub struct File {
     pub libp2p: Libp2pSection,
     pub round: RoundSection,
     pub aggregation: Aggregation,
+    pub privacy: PrivacySection,
+}
+
+/// `[privacy]`: central DP-FedAvg at close (see [`round::dp`]). Off unless `clip` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySection {
+    /// L2 bound C of each update; unset: no central DP.
+    pub clip: Option<f64>,
+    /// Noise multiplier z: N(0, (z·C/m)²) per coordinate of the aggregate.
+    pub noise_multiplier: f64,
+    /// The fixed denominator m (the number of nodes expected each round).
+    pub expected_nodes: usize,
+    /// δ of the (ε, δ) logged after each round.
+    pub delta: f64,
+    /// Fixed noise seed, for reproducible experiments only; unset: a secret from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        Self {
+            clip: None,
+            noise_multiplier: 0.0,
+            expected_nodes: 0,
+            delta: 1e-5,
+            seed: None,
+        }
+    }
+}
+
+impl PrivacySection {
+    /// The validated settings (`None`: off); `daf` must be uniform FedAvg in every band.
+    pub fn validate(&self, daf: &DafConfig) -> Result<Option<round::CentralDp>, ConfigError> {
+        let Some(clip) = self.clip else {
+            if self.noise_multiplier != 0.0 || self.seed.is_some() || self.expected_nodes != 0 {
+                return Err(invalid(
+                    "privacy.clip",
+                    "noise_multiplier, expected_nodes and seed need a clip bound",
+                ));
+            }
+            return Ok(None);
+        };
+        let dp = round::CentralDp {
+            clip,
+            noise_multiplier: self.noise_multiplier,
+            expected_nodes: self.expected_nodes,
+            delta: self.delta,
+            key: self.seed.unwrap_or_else(rand::random),
+        };
+        dp.validate()
+            .map_err(|(field, reason)| invalid(&format!("privacy.{field}"), reason))?;
+        round::dp::check_daf(daf).map_err(|reason| invalid("privacy", reason))?;
+        Ok(Some(dp))
+    }
 }
 
 impl Default for File {
@@ -223,6 +278,7 @@ impl Default for File {
             libp2p: Libp2pSection::default(),
             round: RoundSection::default(),
             aggregation: Aggregation::default(),
+            privacy: PrivacySection::default(),
         }
     }
 }
@@ -350,6 +406,7 @@ impl File {
         };
         let daf = daf_config(&self.aggregation)?;
         let server_opt = server_optimizer(&self.aggregation)?;
+        let central_dp = self.privacy.validate(&daf)?;
         let (mut initial, _) = ruvdllm::delta_io::load(&self.initial_adapter)?;
         if initial.tensors.is_empty() {
             return Err(invalid("initial_adapter", "holds no tensors"));
@@ -377,6 +434,7 @@ impl File {
                 max_payload_bytes: r.max_payload_bytes,
                 daf,
                 server_opt,
+                central_dp,
             },
         })
     }
@@ -448,11 +506,12 @@ fn band(
     if let Some(w) = &s.weights {
         g.weights = match w.as_str() {
             "samples" => WeightSource::Samples,
+            "uniform" => WeightSource::Uniform,
             "improvement" => WeightSource::Improvement { floor: 0.0 },
             other => {
                 return Err(invalid(
                     &field("weights"),
-                    format!("`{other}` (expected samples or improvement)"),
+                    format!("`{other}` (expected samples, uniform or improvement)"),
                 ));
             }
         };
@@ -579,6 +638,47 @@ mod tests {
         a.coarse.rule = Some("krumm".into());
         let e = daf_config(&a).unwrap_err().to_string();
         assert!(e.contains("aggregation.coarse.rule"), "{e}");
+    }
+
+    #[test]
+    fn central_dp_needs_uniform_fedavg_everywhere() {
+        let mut a = Aggregation::default();
+        let p: PrivacySection =
+            toml::from_str("clip = 1.0\nnoise_multiplier = 1.1\nexpected_nodes = 10").unwrap();
+        // The default aggregation (trimmed mean, quality weights) is refused, naming the band.
+        let e = p
+            .validate(&daf_config(&a).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("privacy") && e.contains("fedavg"), "{e}");
+        for b in [&mut a.coarse, &mut a.domain, &mut a.fine, &mut a.other] {
+            b.rule = Some("fedavg".into());
+            b.weights = Some("uniform".into());
+        }
+        let dp = p.validate(&daf_config(&a).unwrap()).unwrap().unwrap();
+        assert_eq!((dp.clip, dp.expected_nodes), (1.0, 10));
+        assert_eq!(
+            PrivacySection::default()
+                .validate(&daf_config(&a).unwrap())
+                .unwrap(),
+            None
+        );
+        for (text, field) in [
+            ("noise_multiplier = 1.0", "privacy.clip"),
+            ("clip = 1.0", "privacy.expected_nodes"),
+            ("clip = 0.0\nexpected_nodes = 3", "privacy.clip"),
+            (
+                "clip = 1.0\nexpected_nodes = 3\ndelta = 2.0",
+                "privacy.delta",
+            ),
+        ] {
+            let p: PrivacySection = toml::from_str(text).unwrap();
+            let e = p
+                .validate(&daf_config(&a).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
         min_nodes = s.round.min_nodes,
         quorum = s.round.quorum,
         server_optimizer = %s.round.server_opt,
+        central_dp = %s.round.central_dp.map_or("off".into(), |d| format!(
+            "clip {} z {} over {} nodes",
+            d.clip, d.noise_multiplier, d.expected_nodes
+        )),
         "config is valid"
     );
     Ok(())

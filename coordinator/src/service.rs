@@ -564,6 +564,20 @@ impl Service {
                         seconds = secs,
                         "round closed"
                     );
+                    if let Some(dp) = &g.machine.config().central_dp {
+                        // Every round up to this one released one noisy aggregate.
+                        tracing::info!(
+                            round = report.round,
+                            epsilon = dp
+                                .epsilon(report.round)
+                                .map_or("none (no noise)".into(), |e| format!("{e:.3}")),
+                            delta = dp.delta,
+                            clip = dp.clip,
+                            noise_multiplier = dp.noise_multiplier,
+                            expected_nodes = dp.expected_nodes,
+                            "central DP"
+                        );
+                    }
                     let closed = Arc::new(ClosedRound {
                         report,
                         aggregate: g.handled_in,

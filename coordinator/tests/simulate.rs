@@ -406,4 +406,33 @@ fn local_dp_is_the_node_daemons_own_and_draws_the_same_noise_in_both_modes() {
         log.contains("local DP applied") && log.contains("epsilon"),
         "{log}"
     );
+
+    // Central DP: the nodes send plain updates, the coordinator clips them and noises the
+    // aggregate; another global than both the clean and the local-DP run, the same ε.
+    let (central, dir) = run_with(&[&noisy[..], &["--dp-central"]].concat());
+    let c = loss(&central);
+    assert!(c.is_finite() && c != loss(&clean) && c != loss(&inproc));
+    assert_eq!(central.dp_epsilon, inproc.dp_epsilon);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["dp_central"], true, "{}", config["config"]);
+    // Central DP needs uniform FedAvg in every band.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let e = Cli::try_parse_from([
+        "simulate",
+        "--out",
+        out,
+        "--dp-clip",
+        "1",
+        "--dp-central",
+        "--rule",
+        "median",
+    ])
+    .unwrap()
+    .args
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("dp-central") && e.contains("fedavg"), "{e}");
 }

@@ -187,6 +187,7 @@ async fn node_daemon_serves_the_latest_global() {
             max_payload_bytes: 1 << 24,
         },
         aggregation: Default::default(),
+        privacy: Default::default(),
         transport: Default::default(),
         libp2p: Default::default(),
     };

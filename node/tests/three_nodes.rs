@@ -138,6 +138,7 @@ fn cluster(transport: TransportKind) -> Cluster {
             max_payload_bytes: 1 << 20,
         },
         aggregation: Default::default(),
+        privacy: Default::default(),
         transport,
         libp2p: Libp2pSection {
             listen: "/ip4/127.0.0.1/tcp/0".into(),

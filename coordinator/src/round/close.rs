@@ -12,6 +12,7 @@ use ruvdllm::aggregate::daf::{Band, DafConfig, DafRef, Group, Meta, aggregate_ba
 use ruvdllm::aggregate::{ServerOptimizer, ServerState};
 use ruvdllm::delta::Delta;
 
+use super::dp::CentralDp;
 use super::state::AcceptedMeta;
 
 /// What one band group did at close.
@@ -104,12 +105,34 @@ pub fn close_round(
     global: &Delta,
     inputs: &[(&AcceptedMeta, &Delta)],
     cfg: &DafConfig,
+    dp: Option<&CentralDp>,
     opt: &ServerOptimizer,
     server: &mut ServerState,
     opened_at_ms: u64,
     now_ms: u64,
 ) -> (Option<Delta>, CloseReport) {
-    let metas = daf_inputs(inputs);
+    // Central DP clips every update before the aggregation sees it.
+    let clipped =
+        match dp.map(|dp| dp.clip_all(&inputs.iter().map(|(_, d)| *d).collect::<Vec<_>>())) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                let report = CloseReport {
+                    round,
+                    nodes: inputs.iter().map(|(m, _)| m.node.clone()).collect(),
+                    opened_at_ms,
+                    closed_at_ms: now_ms,
+                    groups: Vec::new(),
+                    failed: Some(e),
+                };
+                return (None, report);
+            }
+            None => None,
+        };
+    let inputs: Vec<(&AcceptedMeta, &Delta)> = match &clipped {
+        Some(c) => inputs.iter().zip(c).map(|((m, _), d)| (*m, d)).collect(),
+        None => inputs.to_vec(),
+    };
+    let metas = daf_inputs(&inputs);
     let daf = daf_refs(&metas);
     let nodes: Vec<String> = daf.iter().map(|d| d.meta.node_id.clone()).collect();
     let mut report = CloseReport {
@@ -131,7 +154,19 @@ pub fn close_round(
         .and_then(|previous| {
             aggregate_band_refs(&daf, previous.as_ref(), cfg).map_err(|e| e.to_string())
         })
-        .and_then(|out| {
+        .and_then(|mut out| {
+            if let Some(dp) = dp {
+                // Σ clipped / m plus the noise: each band's uniform mean times the number of
+                // updates it used (those the pre-filters kept), over m.
+                let used: BTreeMap<Group, usize> = out
+                    .groups
+                    .iter()
+                    .map(|g| (g.group, g.outcome.used().len()))
+                    .collect();
+                out.delta = dp.privatize_mean(round, &out.delta, |name| {
+                    used.get(&Group::of(name)).copied().unwrap_or(0)
+                })?;
+            }
             // A band the aggregation held keeps its previous global, moments included.
             let held: Vec<Group> = out
                 .groups

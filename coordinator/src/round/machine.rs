@@ -46,6 +46,8 @@ pub struct Config {
     pub daf: DafConfig,
     /// How the global moves along each round's aggregate (default: plain FedAvg, x + Δ).
     pub server_opt: ServerOptimizer,
+    /// Central DP-FedAvg at close (`None`: off); needs uniform FedAvg in every band.
+    pub central_dp: Option<super::dp::CentralDp>,
 }
 
 /// A node's update as the service hands it over: declared metadata plus the decode result.
@@ -399,6 +401,7 @@ impl Machine {
             &self.global,
             &inputs,
             &self.cfg.daf,
+            self.cfg.central_dp.as_ref(),
             &self.cfg.server_opt,
             &mut self.server_state,
             self.state.opened_at_ms,

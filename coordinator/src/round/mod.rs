@@ -5,11 +5,13 @@
 //! aggregation step; [`state`] is what is persisted; [`Reject`] is every refusal. No I/O here.
 
 pub mod close;
+pub mod dp;
 mod machine;
 mod reject;
 pub mod state;
 
 pub use close::{CloseReport, GroupSummary, Screen};
+pub use dp::CentralDp;
 pub use machine::{Action, Config, Event, Machine, Submission};
 pub use reject::Reject;
 pub use state::{AcceptedMeta, RoundState};

@@ -32,6 +32,7 @@ fn cfg() -> Config {
         max_payload_bytes: 1000,
         daf: DafConfig::new(0),
         server_opt: ServerOptimizer::default(),
+        central_dp: None,
     }
 }
 
@@ -523,4 +524,66 @@ fn domain_cosine_prefilter_uses_the_pre_round_global() {
             assert!(g.rejected.is_empty(), "{g:?}");
         }
     }
+}
+
+#[test]
+fn central_dp_clips_each_update_and_divides_by_the_fixed_denominator() {
+    // Four updates of layout(v): flat (v, v, v, 2v, −v), norm v·√8. Clip C = 1 bounds the
+    // large ones; m = 5 expected nodes, 4 arrive; no noise: the global is Σ clipped / 5.
+    let mut c = cfg();
+    for g in [
+        &mut c.daf.coarse,
+        &mut c.daf.domain,
+        &mut c.daf.fine,
+        &mut c.daf.other,
+    ] {
+        *g = GroupConfig::plain(Rule::FedAvg, 0);
+        g.weights = ruvdllm::aggregate::daf::WeightSource::Uniform;
+    }
+    c.central_dp = Some(CentralDp {
+        clip: 1.0,
+        noise_multiplier: 0.0,
+        expected_nodes: 5,
+        delta: 1e-5,
+        key: 1,
+    });
+    let mut m = Machine::new(c.clone(), layout(0.0), 0);
+    for n in ["a", "b", "c", "d"] {
+        m.handle(0, register(n, HASH));
+    }
+    let values = [0.1f32, 0.2, 3.0, 4.0];
+    let mut last = Vec::new();
+    for (i, (n, v)) in ["a", "b", "c", "d"].iter().zip(values).enumerate() {
+        last = m.handle(10 + i as u64, sub(n, 1, &format!("s{n}"), v));
+    }
+    assert!(closed(&last).is_some_and(|r| r.failed.is_none()));
+    let norm = |v: f32| f64::from(v) * 8f64.sqrt();
+    let sum: f64 = values
+        .iter()
+        .map(|&v| f64::from(v) * (1.0f64).min(1.0 / norm(v)))
+        .sum();
+    let want = (sum / 5.0) as f32;
+    let got = &m.global().tensors[0].data;
+    assert!((got[0] - want).abs() < 1e-6, "{got:?} vs {want}");
+    // Without DP the same updates average to 1.825: the clip and the denominator matter.
+    assert!((got[0] - 1.825).abs() > 1.0);
+
+    // With noise the global moves off Σ/m by about z·C/m per coordinate, and is reproducible.
+    c.central_dp = c.central_dp.map(|d| CentralDp {
+        noise_multiplier: 1.0,
+        ..d
+    });
+    let run = || {
+        let mut m = Machine::new(c.clone(), layout(0.0), 0);
+        for n in ["a", "b", "c", "d"] {
+            m.handle(0, register(n, HASH));
+        }
+        for (i, (n, v)) in ["a", "b", "c", "d"].iter().zip(values).enumerate() {
+            m.handle(10 + i as u64, sub(n, 1, &format!("s{n}"), v));
+        }
+        m.global().clone()
+    };
+    let (x, y) = (run(), run());
+    assert_eq!(x, y);
+    assert!((x.tensors[0].data[0] - want).abs() > 1e-4);
 }

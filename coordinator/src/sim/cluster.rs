@@ -159,6 +159,7 @@ pub fn coordinator_settings(
     nodes: usize,
     daf: ruvdllm::aggregate::daf::DafConfig,
     server_opt: ruvdllm::aggregate::ServerOptimizer,
+    central_dp: Option<round::CentralDp>,
     round_timeout_ms: u64,
 ) -> Settings {
     Settings {
@@ -182,6 +183,7 @@ pub fn coordinator_settings(
             max_payload_bytes: 256 << 20,
             daf,
             server_opt,
+            central_dp,
         },
     }
 }

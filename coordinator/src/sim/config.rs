@@ -94,6 +94,10 @@ pub struct SimArgs {
     /// δ of the (ε, δ) the RDP accountant reports.
     #[arg(long, default_value_t = 1e-5)]
     pub dp_delta: f64,
+    /// Central DP instead of local: the coordinator clips each update to --dp-clip and adds
+    /// N(0, (z·C/n)²) to the uniform FedAvg aggregate (every band uniform; needs --rule fedavg).
+    #[arg(long, requires = "dp_clip")]
+    pub dp_central: bool,
     #[arg(long, default_value_t = LOCAL_STEPS)]
     pub local_steps: usize,
     /// Peak learning rate of the nodes' TALoRA training (B only). On the committed base 0.3
@@ -203,8 +207,17 @@ pub struct SimConfig {
     pub attack: Option<Attack>,
     pub daf: DafConfig,
     pub server_opt: ServerOptimizer,
+    /// Central DP at the coordinator (`--dp-central`).
+    pub central_dp: Option<crate::round::CentralDp>,
     /// Indices of the Byzantine nodes.
     pub attackers: Vec<usize>,
+}
+
+impl SimArgs {
+    /// The nodes' own (local) DP: `--dp-clip` without `--dp-central`.
+    pub fn local_dp(&self) -> Option<f64> {
+        self.dp_clip.filter(|_| !self.dp_central)
+    }
 }
 
 impl SimConfig {
@@ -238,6 +251,7 @@ impl SimConfig {
             "dp_clip": a.dp_clip,
             "dp_noise": a.dp_noise,
             "dp_delta": a.dp_delta,
+            "dp_central": a.dp_central,
             "local_steps": a.local_steps,
             "lr": a.lr,
             "server_optimizer": self.server_opt,
@@ -413,7 +427,7 @@ impl SimArgs {
             return Err(invalid("cosine-filter", "must be in [-1, 1]"));
         }
         let f = self.assume_f.unwrap_or(self.byzantine);
-        let daf = crate::config::daf_config(&self.aggregation(f))?;
+        let mut daf = crate::config::daf_config(&self.aggregation(f))?;
         let server_opt = ServerOptSpec {
             name: self.server_opt.clone(),
             lr: self.server_lr,
@@ -449,11 +463,34 @@ impl SimArgs {
             }
         }
         let attackers = (self.nodes - self.byzantine..self.nodes).collect();
+        let central_dp = match (self.dp_central, self.dp_clip) {
+            (true, Some(clip)) => {
+                for g in [
+                    &mut daf.coarse,
+                    &mut daf.domain,
+                    &mut daf.fine,
+                    &mut daf.other,
+                ] {
+                    g.weights = ruvdllm::aggregate::daf::WeightSource::Uniform;
+                }
+                let dp = crate::round::CentralDp {
+                    clip,
+                    noise_multiplier: self.dp_noise.unwrap_or(0.0),
+                    expected_nodes: self.nodes,
+                    delta: self.dp_delta,
+                    key: self.seed ^ 0xD9_CE27,
+                };
+                crate::round::dp::check_daf(&daf).map_err(|e| invalid("dp-central", e))?;
+                Some(dp)
+            }
+            _ => None,
+        };
         Ok(SimConfig {
             mode,
             attack,
             daf,
             server_opt,
+            central_dp,
             attackers,
             args: self,
         })

@@ -88,7 +88,7 @@ pub async fn drive(
             a.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9),
         )
         .with_context(|| format!("trainer of {}", node_id(i)))?;
-        let trainer = match a.dp_clip {
+        let trainer = match a.local_dp() {
             Some(clip) => trainer.with_privacy(LocalDp {
                 clip,
                 noise_multiplier: a.dp_noise.unwrap_or(0.0),

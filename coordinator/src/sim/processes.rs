@@ -170,10 +170,12 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
         journal: journal_path(prep, i),
         // The in-process nodes' local DP, seeded the same way, so both modes draw the same noise.
         privacy: PrivacySection {
-            clip: a.dp_clip,
-            noise_multiplier: a.dp_noise.unwrap_or(0.0),
+            clip: a.local_dp(),
+            noise_multiplier: a.local_dp().and(a.dp_noise).unwrap_or(0.0),
             delta: a.dp_delta,
-            seed: a.dp_clip.map(|_| a.seed ^ (i as u64).wrapping_mul(0x9E37)),
+            seed: a
+                .local_dp()
+                .map(|_| a.seed ^ (i as u64).wrapping_mul(0x9E37)),
         },
         ..NodeFile::default()
     };

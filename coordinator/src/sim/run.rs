@@ -153,6 +153,7 @@ pub fn run(cfg: SimConfig, obs: &dyn Observer) -> anyhow::Result<Report> {
             prep.cfg.args.nodes,
             prep.cfg.daf.clone(),
             prep.cfg.server_opt,
+            prep.cfg.central_dp,
             prep.cfg.args.round_timeout * 1000,
         );
         let running: Running = crate::daemon::start(settings)

@@ -96,6 +96,7 @@ impl Fixture {
                 max_payload_bytes: 4096,
             },
             aggregation: Default::default(),
+            privacy: Default::default(),
             ..File::default()
         }
     }

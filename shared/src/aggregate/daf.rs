@@ -124,6 +124,8 @@ impl fmt::Display for Group {
 pub enum WeightSource {
     /// The node's sample count (FedAvg).
     Samples,
+    /// Every node the same weight (what central DP needs: the others are self-reported).
+    Uniform,
     /// The node's held-out improvement for the band; values ≤ 0 (or missing) become `floor`.
     Improvement { floor: f64 },
 }
@@ -308,6 +310,7 @@ pub fn aggregate_band_refs(
             .iter()
             .map(|i| match (gcfg.weights, group) {
                 (WeightSource::Samples, _) => i.meta.samples,
+                (WeightSource::Uniform, _) => 1.0,
                 (WeightSource::Improvement { floor }, Group::Band(b)) => i
                     .meta
                     .improvement
