@@ -111,26 +111,14 @@ pub fn close_round(
     opened_at_ms: u64,
     now_ms: u64,
 ) -> (Option<Delta>, CloseReport) {
-    // Central DP clips every update before the aggregation sees it.
-    let clipped =
-        match dp.map(|dp| dp.clip_all(&inputs.iter().map(|(_, d)| *d).collect::<Vec<_>>())) {
-            Some(Ok(c)) => Some(c),
-            Some(Err(e)) => {
-                let report = CloseReport {
-                    round,
-                    nodes: inputs.iter().map(|(m, _)| m.node.clone()).collect(),
-                    opened_at_ms,
-                    closed_at_ms: now_ms,
-                    groups: Vec::new(),
-                    failed: Some(e),
-                };
-                return (None, report);
-            }
-            None => None,
-        };
+    // Central DP clips every update before the aggregation sees it (a failure refuses the
+    // round below).
+    let clipped = dp
+        .map(|dp| dp.clip_all(&inputs.iter().map(|(_, d)| *d).collect::<Vec<_>>()))
+        .transpose();
     let inputs: Vec<(&AcceptedMeta, &Delta)> = match &clipped {
-        Some(c) => inputs.iter().zip(c).map(|((m, _), d)| (*m, d)).collect(),
-        None => inputs.to_vec(),
+        Ok(Some(c)) => inputs.iter().zip(c).map(|((m, _), d)| (*m, d)).collect(),
+        _ => inputs.to_vec(),
     };
     let metas = daf_inputs(&inputs);
     let daf = daf_refs(&metas);
@@ -150,7 +138,10 @@ pub fn close_round(
         Some(Ok(p)) => Ok(Some(p)),
         None => Ok(None),
     };
-    let result = previous
+    let result = clipped
+        .as_ref()
+        .map_err(String::clone)
+        .and(previous)
         .and_then(|previous| {
             aggregate_band_refs(&daf, previous.as_ref(), cfg).map_err(|e| e.to_string())
         })

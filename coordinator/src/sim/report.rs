@@ -169,7 +169,8 @@ pub struct Report {
     /// The centralized baseline (`--centralized`): same training on the union of the data.
     #[serde(default)]
     pub centralized: Option<Quality>,
-    /// ε of the local-DP guarantee after the last round (`--dp-clip` with `--dp-noise` > 0).
+    /// ε of the DP guarantee (local, or central with `--dp-central`) after the last round
+    /// (`--dp-clip` with `--dp-noise` > 0).
     #[serde(default)]
     pub dp_epsilon: Option<f64>,
     /// The command that recomputes the last round's held-out figures from its saved adapter.

@@ -246,7 +246,17 @@ fn summarize(report: &Report, obs: &dyn Observer, out: &OutDir, plots: &[PathBuf
         ));
     }
     if let Some(e) = report.dp_epsilon {
-        obs.line(&format!("local DP: ε = {e:.3}"));
+        let c = &report.config;
+        obs.line(&format!(
+            "{} DP: ε = {e:.3} at δ = {} after {} rounds",
+            if c["dp_central"] == true {
+                "central"
+            } else {
+                "local"
+            },
+            c["dp_delta"],
+            report.rounds.len()
+        ));
     }
     obs.line(&format!(
         "wall {:.1} s; wrote {}, {}; adapters in {}",
