@@ -223,6 +223,13 @@ pub struct PrivacySection {
     pub delta: f64,
     /// Fixed noise seed, for reproducible experiments only; unset: a secret from the OS.
     pub seed: Option<u64>,
+    /// Adapt `clip` to this quantile of the update norms each round (Andrew et al.; 0.5 follows
+    /// the median); unset: `clip` stays fixed.
+    pub target_quantile: Option<f64>,
+    /// η of the adaptive update C ← C·exp(−η(b̄ − γ)).
+    pub clip_lr: f64,
+    /// Noise std on the unclipped count (default expected_nodes / 20).
+    pub count_stddev: Option<f64>,
 }
 
 impl Default for PrivacySection {
@@ -233,6 +240,9 @@ impl Default for PrivacySection {
             expected_nodes: 0,
             delta: 1e-5,
             seed: None,
+            target_quantile: None,
+            clip_lr: 0.2,
+            count_stddev: None,
         }
     }
 }
@@ -241,10 +251,15 @@ impl PrivacySection {
     /// The validated settings (`None`: off); `daf` must be uniform FedAvg in every band.
     pub fn validate(&self, daf: &DafConfig) -> Result<Option<round::CentralDp>, ConfigError> {
         let Some(clip) = self.clip else {
-            if self.noise_multiplier != 0.0 || self.seed.is_some() || self.expected_nodes != 0 {
+            if self.noise_multiplier != 0.0
+                || self.seed.is_some()
+                || self.expected_nodes != 0
+                || self.target_quantile.is_some()
+            {
                 return Err(invalid(
                     "privacy.clip",
-                    "noise_multiplier, expected_nodes and seed need a clip bound",
+                    "noise_multiplier, expected_nodes, seed and target_quantile need a clip bound \
+                     (the starting one with target_quantile)",
                 ));
             }
             return Ok(None);
@@ -255,6 +270,13 @@ impl PrivacySection {
             expected_nodes: self.expected_nodes,
             delta: self.delta,
             key: self.seed.unwrap_or_else(rand::random),
+            adaptive: self.target_quantile.map(|q| round::dp::AdaptiveClip {
+                target_quantile: q,
+                lr: self.clip_lr,
+                count_stddev: self
+                    .count_stddev
+                    .unwrap_or(self.expected_nodes as f64 / 20.0),
+            }),
         };
         dp.validate()
             .map_err(|(field, reason)| invalid(&format!("privacy.{field}"), reason))?;

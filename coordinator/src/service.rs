@@ -572,7 +572,7 @@ impl Service {
                                 .epsilon(report.round)
                                 .map_or("none (no noise)".into(), |e| format!("{e:.3}")),
                             delta = dp.delta,
-                            clip = dp.clip,
+                            next_clip = g.machine.state().dp_clip.unwrap_or(dp.clip),
                             noise_multiplier = dp.noise_multiplier,
                             expected_nodes = dp.expected_nodes,
                             "central DP"

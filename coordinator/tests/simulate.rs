@@ -416,6 +416,27 @@ fn local_dp_is_the_node_daemons_own_and_draws_the_same_noise_in_both_modes() {
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(config["config"]["dp_central"], true, "{}", config["config"]);
+    // Adaptive clipping (z below 2σ_b = 2·3/20: the count's noise takes the rest of the
+    // budget): the coordinator's state carries the adapted bound for the next round.
+    let (adaptive, dir) = run_with(
+        &[
+            &noisy[..],
+            &[
+                "--dp-noise",
+                "0.2",
+                "--dp-central",
+                "--dp-adaptive-quantile",
+                "0.5",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(loss(&adaptive).is_finite());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/state.json")).unwrap())
+            .unwrap();
+    let next = state["dp_clip"].as_f64().unwrap();
+    assert!(next > 0.0 && next != 0.05, "{state}");
     // Central DP needs uniform FedAvg in every band.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();

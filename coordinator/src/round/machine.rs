@@ -396,12 +396,17 @@ impl Machine {
         let round = self.state.round;
         let inputs: Vec<(&AcceptedMeta, &Delta)> =
             self.pending.iter().map(|p| (&p.meta, &p.delta)).collect();
+        // Central DP runs at this round's clip bound (the adapted one, when it adapts).
+        let dp = self.cfg.central_dp.map(|d| super::dp::CentralDp {
+            clip: self.state.dp_clip.unwrap_or(d.clip),
+            ..d
+        });
         let (new_global, report) = close_round(
             round,
             &self.global,
             &inputs,
             &self.cfg.daf,
-            self.cfg.central_dp.as_ref(),
+            dp.as_ref(),
             &self.cfg.server_opt,
             &mut self.server_state,
             self.state.opened_at_ms,
@@ -409,6 +414,10 @@ impl Machine {
         );
         if let Some(g) = new_global {
             self.global = g;
+            if let Some(dp) = dp.filter(|d| d.adaptive.is_some()) {
+                let norms: Vec<f64> = self.pending.iter().map(|p| p.delta.l2_norm()).collect();
+                self.state.dp_clip = Some(dp.next_clip(round, &norms));
+            }
         }
         self.pending.clear();
         self.state.accepted.clear();

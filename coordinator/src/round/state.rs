@@ -36,6 +36,9 @@ pub struct RoundState {
     pub registered: BTreeSet<String>,
     /// Payload hashes accepted in recent rounds → the round that accepted them (replay guard).
     pub seen: BTreeMap<String, u64>,
+    /// Central DP's clip bound for the open round when it adapts (`None`: the configured one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_clip: Option<f64>,
 }
 
 /// Current [`RoundState::version`].
@@ -59,6 +62,7 @@ impl RoundState {
             accepted: Vec::new(),
             registered: BTreeSet::new(),
             seen: BTreeMap::new(),
+            dp_clip: None,
         }
     }
 }

@@ -546,6 +546,7 @@ fn central_dp_clips_each_update_and_divides_by_the_fixed_denominator() {
         expected_nodes: 5,
         delta: 1e-5,
         key: 1,
+        adaptive: None,
     });
     let mut m = Machine::new(c.clone(), layout(0.0), 0);
     for n in ["a", "b", "c", "d"] {
@@ -586,4 +587,45 @@ fn central_dp_clips_each_update_and_divides_by_the_fixed_denominator() {
     let (x, y) = (run(), run());
     assert_eq!(x, y);
     assert!((x.tensors[0].data[0] - want).abs() > 1e-4);
+}
+
+#[test]
+fn adaptive_central_clip_moves_and_is_persisted_with_the_state() {
+    let mut c = cfg();
+    for g in [
+        &mut c.daf.coarse,
+        &mut c.daf.domain,
+        &mut c.daf.fine,
+        &mut c.daf.other,
+    ] {
+        *g = GroupConfig::plain(Rule::FedAvg, 0);
+        g.weights = ruvdllm::aggregate::daf::WeightSource::Uniform;
+    }
+    c.central_dp = Some(CentralDp {
+        clip: 0.5,
+        noise_multiplier: 0.0,
+        expected_nodes: 4,
+        delta: 1e-5,
+        key: 2,
+        adaptive: Some(dp::AdaptiveClip {
+            target_quantile: 0.5,
+            lr: 0.2,
+            count_stddev: 0.2,
+        }),
+    });
+    let mut m = Machine::new(c.clone(), layout(0.0), 0);
+    for n in ["a", "b", "c", "d"] {
+        m.handle(0, register(n, HASH));
+    }
+    assert_eq!(m.state().dp_clip, None);
+    // Every update (norm 3·√8) is above 0.5: the bound grows, by about e^(0.2·0.5).
+    close_with(&mut m, 1, 3.0);
+    let next = m.state().dp_clip.expect("adapted");
+    assert!(next > 0.5 * 1.05 && next < 0.5 * 1.2, "{next}");
+    // The state file carries it, and a restarted machine clips round 2 at it.
+    let json = serde_json::to_string(m.state()).unwrap();
+    let back: RoundState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.dp_clip, Some(next));
+    close_with(&mut m, 2, 3.0);
+    assert!(m.state().dp_clip.unwrap() > next);
 }

@@ -98,6 +98,10 @@ pub struct SimArgs {
     /// N(0, (z·C/n)²) to the uniform FedAvg aggregate (every band uniform; needs --rule fedavg).
     #[arg(long, requires = "dp_clip")]
     pub dp_central: bool,
+    /// With --dp-central: adapt the clip bound (starting at --dp-clip) to this quantile of the
+    /// update norms each round (Andrew et al.; η 0.2, count noise n/20).
+    #[arg(long, requires = "dp_central")]
+    pub dp_adaptive_quantile: Option<f64>,
     #[arg(long, default_value_t = LOCAL_STEPS)]
     pub local_steps: usize,
     /// Peak learning rate of the nodes' TALoRA training (B only). On the committed base 0.3
@@ -252,6 +256,7 @@ impl SimConfig {
             "dp_noise": a.dp_noise,
             "dp_delta": a.dp_delta,
             "dp_central": a.dp_central,
+            "dp_adaptive_quantile": a.dp_adaptive_quantile,
             "local_steps": a.local_steps,
             "lr": a.lr,
             "server_optimizer": self.server_opt,
@@ -479,7 +484,17 @@ impl SimArgs {
                     expected_nodes: self.nodes,
                     delta: self.dp_delta,
                     key: self.seed ^ 0xD9_CE27,
+                    adaptive: self
+                        .dp_adaptive_quantile
+                        .map(|q| crate::round::dp::AdaptiveClip {
+                            target_quantile: q,
+                            lr: 0.2,
+                            count_stddev: self.nodes as f64 / 20.0,
+                        }),
                 };
+                dp.validate().map_err(|(field, reason)| {
+                    invalid("dp-central", format!("{field}: {reason}"))
+                })?;
                 crate::round::dp::check_daf(&daf).map_err(|e| invalid("dp-central", e))?;
                 Some(dp)
             }
