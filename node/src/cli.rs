@@ -27,6 +27,9 @@ pub enum Command {
     Serve(crate::serve_cmd::ServeArgs),
     /// Fine-tune a TALoRA adapter (B only, A frozen from the run seed) on one built-in domain.
     Finetune(crate::finetune_cmd::FinetuneArgs),
+    /// Turn a stored global adapter (the coordinator's `global/round-N.safetensors`, B only) into
+    /// a TALoRA folder with A derived from the run seed.
+    Export(crate::export_cmd::ExportArgs),
     /// Fill (`insert`) and look into (`inspect`) a node's pattern banks.
     Banks(crate::banks_cmd::BanksArgs),
     /// Print the SHA-256 of a run's frozen A matrices (cross-process determinism checks).
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => crate::convert_cmd::run(args),
         Command::Serve(args) => crate::serve_cmd::run(args),
         Command::Finetune(args) => crate::finetune_cmd::run(args),
+        Command::Export(args) => crate::export_cmd::run(args),
         Command::Banks(args) => crate::banks_cmd::run(args),
         Command::FrozenADigest(args) => crate::frozen_a_cmd::run(args),
         Command::Keygen(args) => crate::keygen_cmd::run(args),

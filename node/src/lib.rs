@@ -8,6 +8,7 @@ pub mod config;
 pub mod convert_cmd;
 pub mod daemon;
 pub mod eval_cmd;
+pub mod export_cmd;
 pub mod finetune_cmd;
 pub mod frozen_a_cmd;
 pub mod generate_cmd;

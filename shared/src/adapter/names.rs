@@ -275,6 +275,64 @@ impl Spec {
     }
 
     /// Parses `8,4,2` into ranks.
+    /// The spec a TALoRA delta (B tensors named `talora.<band>.<PEFT B name>`, either
+    /// [`Naming`]) was made with: each band's rank from its B's columns, the targets from the
+    /// names; `alphas` and `fade` are not in a delta and take `alphas = ranks` (the default
+    /// scale 1) and `fade`. The layout itself is checked when the delta is applied to a shape.
+    pub fn infer(delta: &crate::delta::Delta, fade: f64) -> Result<Spec, Error> {
+        let bad = |reason: String| Error::Spec {
+            field: "delta",
+            reason,
+        };
+        let mut ranks = [0usize; 3];
+        let mut targets: [Vec<Target>; 3] = Default::default();
+        for t in &delta.tensors {
+            let band = Band::ALL
+                .into_iter()
+                .find(|b| t.name.starts_with(&band_prefix(*b)))
+                .ok_or_else(|| bad(format!("`{}` has no talora.<band>. prefix", t.name)))?;
+            let peft = &t.name[band_prefix(band).len()..];
+            let (_, target, is_a) = parse_peft(peft)
+                .ok_or_else(|| bad(format!("`{}` is not a TALoRA B tensor name", t.name)))?;
+            let r = match (is_a, t.shape.as_slice()) {
+                (false, [_, r]) => *r,
+                _ => {
+                    return Err(bad(format!(
+                        "`{}` {:?}: expected a B matrix [out, r]",
+                        t.name, t.shape
+                    )));
+                }
+            };
+            let k = band.index();
+            if ranks[k] != 0 && ranks[k] != r {
+                return Err(bad(format!(
+                    "band {band}: ranks {} and {r} in one band",
+                    ranks[k]
+                )));
+            }
+            ranks[k] = r;
+            targets[k].push(target);
+        }
+        for t in &mut targets {
+            t.sort();
+            t.dedup();
+        }
+        if ranks.contains(&0) {
+            return Err(bad(format!("a band has no tensors (ranks {ranks:?})")));
+        }
+        if targets[0] != targets[1] || targets[1] != targets[2] {
+            return Err(bad(format!("bands adapt different targets: {targets:?}")));
+        }
+        let spec = Spec {
+            ranks,
+            alphas: ranks.map(|r| r as f64),
+            targets: targets[0].clone(),
+            fade,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
     pub fn parse_ranks(s: &str) -> Result<[usize; 3], Error> {
         let parts: Vec<&str> = s.split(',').map(str::trim).collect();
         let err = || Error::Spec {
