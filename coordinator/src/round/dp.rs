@@ -57,20 +57,9 @@ pub struct AdaptiveClip {
 impl CentralDp {
     /// Checks the ranges; the error names the field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !(self.clip.is_finite() && self.clip > 0.0) {
-            return Err(("clip", format!("{}: must be finite and > 0", self.clip)));
-        }
-        if !(self.noise_multiplier.is_finite() && self.noise_multiplier >= 0.0) {
-            return Err((
-                "noise_multiplier",
-                format!("{}: must be finite and ≥ 0", self.noise_multiplier),
-            ));
-        }
+        ruvdllm::privacy::check_params(self.clip, self.noise_multiplier, self.delta)?;
         if self.expected_nodes == 0 {
             return Err(("expected_nodes", "must be at least 1".into()));
-        }
-        if !(self.delta > 0.0 && self.delta < 1.0) {
-            return Err(("delta", format!("{}: must be in (0, 1)", self.delta)));
         }
         if let Some(a) = self.adaptive {
             if !(0.0..=1.0).contains(&a.target_quantile) {
@@ -264,6 +253,22 @@ mod tests {
         check_daf(&daf).unwrap();
     }
 
+    /// Andrew et al.'s defaults for 10 nodes: γ 0.5, η 0.2, σ_b = m/20; z 0.5.
+    fn median_tracker() -> CentralDp {
+        CentralDp {
+            clip: 1.0,
+            noise_multiplier: 0.5,
+            expected_nodes: 10,
+            delta: 1e-5,
+            key: 3,
+            adaptive: Some(AdaptiveClip {
+                target_quantile: 0.5,
+                lr: 0.2,
+                count_stddev: 0.5,
+            }),
+        }
+    }
+
     #[test]
     fn adaptive_clip_follows_the_median_norm_from_either_side() {
         // Log-normal norms with median 5 and 10 nodes, η 0.2, γ 0.5, σ_b = m/20 (Andrew et
@@ -272,15 +277,7 @@ mod tests {
         for start in [1.0, 50.0] {
             let mut dp = CentralDp {
                 clip: start,
-                noise_multiplier: 0.5,
-                expected_nodes: 10,
-                delta: 1e-5,
-                key: 3,
-                adaptive: Some(AdaptiveClip {
-                    target_quantile: 0.5,
-                    lr: 0.2,
-                    count_stddev: 0.5,
-                }),
+                ..median_tracker()
             };
             dp.validate().unwrap();
             let mut tail = Vec::new();
@@ -299,15 +296,7 @@ mod tests {
         // The aggregate's noise multiplier makes room for the count's: 1/z² = 1/z_Δ² + 1/(2σ_b)².
         let dp = CentralDp {
             clip: 1.0,
-            noise_multiplier: 0.5,
-            expected_nodes: 10,
-            delta: 1e-5,
-            key: 3,
-            adaptive: Some(AdaptiveClip {
-                target_quantile: 0.5,
-                lr: 0.2,
-                count_stddev: 0.5,
-            }),
+            ..median_tracker()
         };
         let zd = dp.sum_noise_multiplier();
         assert!((zd.powi(-2) + 1.0 - 0.5f64.powi(-2)).abs() < 1e-12, "{zd}");

@@ -526,10 +526,8 @@ fn domain_cosine_prefilter_uses_the_pre_round_global() {
     }
 }
 
-#[test]
-fn central_dp_clips_each_update_and_divides_by_the_fixed_denominator() {
-    // Four updates of layout(v): flat (v, v, v, 2v, −v), norm v·√8. Clip C = 1 bounds the
-    // large ones; m = 5 expected nodes, 4 arrive; no noise: the global is Σ clipped / 5.
+/// `cfg()` with uniform FedAvg in every band (what central DP needs) and `dp`.
+fn central_dp_cfg(dp: CentralDp) -> Config {
     let mut c = cfg();
     for g in [
         &mut c.daf.coarse,
@@ -540,7 +538,15 @@ fn central_dp_clips_each_update_and_divides_by_the_fixed_denominator() {
         *g = GroupConfig::plain(Rule::FedAvg, 0);
         g.weights = ruvdllm::aggregate::daf::WeightSource::Uniform;
     }
-    c.central_dp = Some(CentralDp {
+    c.central_dp = Some(dp);
+    c
+}
+
+#[test]
+fn central_dp_clips_each_update_and_divides_by_the_fixed_denominator() {
+    // Four updates of layout(v): flat (v, v, v, 2v, −v), norm v·√8. Clip C = 1 bounds the
+    // large ones; m = 5 expected nodes, 4 arrive; no noise: the global is Σ clipped / 5.
+    let mut c = central_dp_cfg(CentralDp {
         clip: 1.0,
         noise_multiplier: 0.0,
         expected_nodes: 5,
@@ -591,17 +597,7 @@ fn central_dp_clips_each_update_and_divides_by_the_fixed_denominator() {
 
 #[test]
 fn adaptive_central_clip_moves_and_is_persisted_with_the_state() {
-    let mut c = cfg();
-    for g in [
-        &mut c.daf.coarse,
-        &mut c.daf.domain,
-        &mut c.daf.fine,
-        &mut c.daf.other,
-    ] {
-        *g = GroupConfig::plain(Rule::FedAvg, 0);
-        g.weights = ruvdllm::aggregate::daf::WeightSource::Uniform;
-    }
-    c.central_dp = Some(CentralDp {
+    let c = central_dp_cfg(CentralDp {
         clip: 0.5,
         noise_multiplier: 0.0,
         expected_nodes: 4,

@@ -31,19 +31,7 @@ pub struct LocalDp {
 impl LocalDp {
     /// Checks the ranges; the error names the field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !(self.clip.is_finite() && self.clip > 0.0) {
-            return Err(("clip", format!("{}: must be finite and > 0", self.clip)));
-        }
-        if !(self.noise_multiplier.is_finite() && self.noise_multiplier >= 0.0) {
-            return Err((
-                "noise_multiplier",
-                format!("{}: must be finite and ≥ 0", self.noise_multiplier),
-            ));
-        }
-        if !(self.delta > 0.0 && self.delta < 1.0) {
-            return Err(("delta", format!("{}: must be in (0, 1)", self.delta)));
-        }
-        Ok(())
+        ruvdllm::privacy::check_params(self.clip, self.noise_multiplier, self.delta)
     }
 }
 

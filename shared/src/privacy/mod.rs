@@ -10,8 +10,8 @@ mod noise;
 mod rdp;
 
 pub use noise::{
-    DpConfig, DpMean, NoiseMode, NormalStream, add_gaussian, clip_l2, dp_mean, noise_std,
-    normal_stream,
+    DpConfig, DpMean, NoiseMode, NormalStream, add_gaussian, check_params, clip_l2, dp_mean,
+    noise_std, normal_stream,
 };
 pub use rdp::{
     DEFAULT_ORDERS_LEN, RdpAccountant, default_orders, epsilon, noise_for_epsilon, rdp_one,

@@ -19,6 +19,21 @@ pub enum NoiseMode {
     Local,
 }
 
+/// Range checks shared by every DP configuration: C finite and > 0, z finite and ≥ 0, δ in
+/// (0, 1). The error names the parameter (`clip`, `noise_multiplier`, `delta`).
+pub fn check_params(clip: f64, z: f64, delta: f64) -> Result<(), (&'static str, String)> {
+    if !(clip.is_finite() && clip > 0.0) {
+        return Err(("clip", format!("{clip}: must be finite and > 0")));
+    }
+    if !(z.is_finite() && z >= 0.0) {
+        return Err(("noise_multiplier", format!("{z}: must be finite and ≥ 0")));
+    }
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(("delta", format!("{delta}: must be in (0, 1)")));
+    }
+    Ok(())
+}
+
 /// Clip norm C, noise multiplier z, mode and seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DpConfig {
