@@ -230,3 +230,48 @@ fn an_adapter_for_another_model_or_with_mixed_names_is_refused() {
         .to_string();
     assert!(e.contains("llada") && e.contains("llama"), "{e}");
 }
+
+#[test]
+fn pickled_weights_are_refused_with_the_way_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An adapter saved by an old peft (or with safe_serialization=False).
+    let adapter = tmp.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    std::fs::copy(
+        fixtures().join("peft_reference/llada/adapter_config.json"),
+        adapter.join("adapter_config.json"),
+    )
+    .unwrap();
+    std::fs::write(adapter.join("adapter_model.bin"), b"PK\x03\x04").unwrap();
+    let cfg = checkpoint::load(
+        &fixtures().join("hf_reference/llada"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .config;
+    let e = Lora::load_peft(&adapter, Shape::from(&cfg))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pickle") && e.contains("safe_serialization"),
+        "{e}"
+    );
+    // A checkpoint folder with only pytorch_model.bin.
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::copy(
+        fixtures().join("hf_reference/llada/config.json"),
+        model.join("config.json"),
+    )
+    .unwrap();
+    std::fs::write(model.join("pytorch_model.bin"), b"PK\x03\x04").unwrap();
+    let e = checkpoint::load(&model, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("pickle") && e.contains("safe_serialization"),
+        "{e}"
+    );
+}

@@ -238,6 +238,13 @@ pub fn load(
     }
     let max_weight_bytes = max_weight_bytes(&config);
     let w_path = dir.join(WEIGHTS_FILE);
+    if !w_path.exists() && dir.join("adapter_model.bin").exists() {
+        return Err(Error::file(
+            dir,
+            "holds adapter_model.bin (a PyTorch pickle, not read: it can run code); save the \
+             adapter again with peft's save_pretrained(..., safe_serialization=True)",
+        ));
+    }
     let len = std::fs::metadata(&w_path)
         .map_err(|e| Error::file(&w_path, e))?
         .len();

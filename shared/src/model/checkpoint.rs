@@ -121,9 +121,23 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         .collect();
     files.sort();
     if files.is_empty() {
+        let pickled = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .any(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "bin" || e == "pt" || e == "pth")
+            });
         return Err(ck_err(
             dir,
-            "no .safetensors files in the checkpoint folder",
+            if pickled {
+                "no .safetensors files in the checkpoint folder, only PyTorch pickles (.bin/.pt), \
+                 which are not read (they can run code): save the model again with \
+                 transformers' save_pretrained(..., safe_serialization=True)"
+            } else {
+                "no .safetensors files in the checkpoint folder"
+            },
         ));
     }
     Ok(files)
