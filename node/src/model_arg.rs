@@ -28,12 +28,19 @@ pub fn load_on(
 ) -> anyhow::Result<(LoadedModel, Box<dyn Tokenizer>)> {
     let path = resolve(model);
     let dev: Device = device.open()?;
-    let loaded = ruvdllm::model::load(&path, DType::F32, &dev)
+    let mut loaded = ruvdllm::model::load(&path, DType::F32, &dev)
         .with_context(|| format!("loading model from {} onto {device}", path.display()))?;
-    // Without a `tokenizer.json` the built-in byte tokenizer is used, which only fits models
-    // trained on it: running a real vocabulary's model on byte ids would be silent nonsense.
+    // A GGUF file's own vocabulary, when no tokenizer.json sits beside it.
+    let embedded = match loaded.embedded_tokenizer.take() {
+        Some(Ok(t)) => Some(Box::new(t) as Box<dyn Tokenizer>),
+        Some(Err(e)) => anyhow::bail!("{}: {e}", path.display()),
+        None => None,
+    };
+    // Otherwise, without a `tokenizer.json` the built-in byte tokenizer is used, which only fits
+    // models trained on it: running a real vocabulary's model on byte ids would be silent nonsense.
     anyhow::ensure!(
-        loaded.tokenizer_dir.is_some()
+        embedded.is_some()
+            || loaded.tokenizer_dir.is_some()
             || loaded.config.specials == ruvdllm::tokens::SpecialTokens::BYTE,
         "{} has a {}-token vocabulary (mask id {}) but no tokenizer.json beside it: put the \
          checkpoint's tokenizer.json (with tokenizer_config.json) in {}; the built-in byte \
@@ -48,7 +55,12 @@ pub fn load_on(
                 .map_or_else(|| ".".into(), |p| p.display().to_string())
         }
     );
-    let tok = tokenizer::load(loaded.tokenizer_dir.as_deref()).context("loading the tokenizer")?;
+    let tok = match embedded {
+        Some(t) => t,
+        None => {
+            tokenizer::load(loaded.tokenizer_dir.as_deref()).context("loading the tokenizer")?
+        }
+    };
     anyhow::ensure!(
         tok.vocab_size() <= loaded.config.vocab_size,
         "tokenizer has {} ids but the model's vocabulary is {}",
@@ -234,6 +246,96 @@ mod tests {
         );
         // The committed byte-vocabulary base needs none.
         assert!(load(None).is_ok());
+    }
+
+    #[test]
+    fn a_gguf_file_brings_its_own_vocabulary() {
+        use ruvdllm::candle_core::quantized::gguf_file::{self, Content};
+        use ruvdllm::candle_core::{DType, Device};
+        use ruvdllm::candle_nn::{VarBuilder, VarMap};
+        use ruvdllm::model::gguf::{self as g, Dtype, Vocab, WriteOptions};
+        use ruvdllm::model::weights::VarBuilderSource;
+        let tmp = tempfile::tempdir().unwrap();
+        // A small Dream-family model over the fixture's 400-token qwen2 vocabulary.
+        let mut cfg = ruvdllm::model::Config {
+            n_layers: 1,
+            vocab_size: 400,
+            ..ruvdllm::model::Config::tiny()
+        };
+        cfg.arch = ruvdllm::model::config::Arch::Dream;
+        cfg.qkv_bias = true;
+        cfg.shift_logits = true;
+        cfg.specials = ruvdllm::tokens::SpecialTokens {
+            mask: 1,
+            bos: 0,
+            eos: 0,
+            pad: 0,
+            eot: None,
+        };
+        let varmap = VarMap::new();
+        checkpoint_trainable(&varmap, &cfg);
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let src = VarBuilderSource::new(vb, ruvdllm::model::Naming::Llada);
+        let bare = tmp.path().join("bare.gguf");
+        let opts = WriteOptions {
+            vocab: Vocab::None,
+            ..WriteOptions::new(Dtype::F32)
+        };
+        g::write(&src, &cfg, &bare, &opts).unwrap();
+        // Add the vocabulary as llama.cpp's converter writes it (the fixture's keys).
+        let vocab_file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/tests/fixtures/gguf_vocab/qwen2.gguf");
+        let vocab = Content::read(&mut std::fs::File::open(&vocab_file).unwrap()).unwrap();
+        let mut f = std::fs::File::open(&bare).unwrap();
+        let model = Content::read(&mut f).unwrap();
+        let mut kv: Vec<(String, gguf_file::Value)> = model.metadata.clone().into_iter().collect();
+        kv.extend(
+            vocab
+                .metadata
+                .iter()
+                .filter(|(k, _)| k.starts_with("tokenizer.ggml."))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let tensors: Vec<(String, ruvdllm::candle_core::quantized::QTensor)> = model
+            .tensor_infos
+            .keys()
+            .map(|n| (n.clone(), model.tensor(&mut f, n, &Device::Cpu).unwrap()))
+            .collect();
+        let path = tmp.path().join("model.gguf");
+        let mut out = std::fs::File::create(&path).unwrap();
+        gguf_file::write(
+            &mut out,
+            &kv.iter().map(|(k, v)| (k.as_str(), v)).collect::<Vec<_>>(),
+            &tensors
+                .iter()
+                .map(|(n, t)| (n.as_str(), t))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        drop(out);
+        // Loaded alone, the file tokenizes with its own vocabulary.
+        let (_, tok) = load(Some(&path)).unwrap();
+        let cases: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(vocab_file.with_file_name("qwen2_ids.json")).unwrap(),
+        )
+        .unwrap();
+        let text = cases[0]["text"].as_str().unwrap();
+        let want: Vec<u32> = cases[0]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.try_encode(text).unwrap(), want);
+        // Without the vocabulary the refusal names the missing tokenizer.json.
+        let e = load(Some(&bare)).err().unwrap().to_string();
+        assert!(e.contains("tokenizer.json"), "{e}");
+    }
+
+    fn checkpoint_trainable(varmap: &ruvdllm::candle_nn::VarMap, cfg: &ruvdllm::model::Config) {
+        use ruvdllm::model::checkpoint;
+        checkpoint::trainable(varmap, cfg, &ruvdllm::candle_core::Device::Cpu).unwrap();
+        checkpoint::seeded_init(varmap, 2, 0.02).unwrap();
     }
 
     #[test]

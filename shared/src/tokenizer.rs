@@ -9,6 +9,8 @@
 
 mod byte;
 #[cfg(feature = "model")]
+pub mod gguf_vocab;
+#[cfg(feature = "model")]
 mod hf;
 
 use std::path::{Path, PathBuf};

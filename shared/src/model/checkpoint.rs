@@ -28,6 +28,9 @@ pub struct LoadedModel {
     pub config: Config,
     /// The folder holding `tokenizer.json`, if the checkpoint has one.
     pub tokenizer_dir: Option<PathBuf>,
+    /// A GGUF file's own vocabulary, rebuilt ([`crate::tokenizer::gguf_vocab`]) when no
+    /// `tokenizer.json` sits beside the file: the tokenizer, or why it could not be rebuilt.
+    pub embedded_tokenizer: Option<Result<crate::tokenizer::HfTokenizer, String>>,
     /// A description of the source (`ruvdllm`, `hf-llada`, `hf-dream`, `gguf:<type>`).
     pub kind: String,
 }
@@ -106,6 +109,7 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, E
     let model = Model::load(&src, &config, dtype, device)?;
     let tokenizer_dir = dir.join("tokenizer.json").is_file().then(|| dir.clone());
     Ok(LoadedModel {
+        embedded_tokenizer: None,
         model,
         config,
         tokenizer_dir,

@@ -217,7 +217,17 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, s
         .parent()
         .filter(|d| d.join("tokenizer.json").is_file())
         .map(Path::to_path_buf);
+    // Our own writer stores the built-in byte vocabulary, which needs no rebuilding.
+    let embedded_tokenizer =
+        if tokenizer_dir.is_none() && config.specials != crate::tokens::SpecialTokens::BYTE {
+            crate::tokenizer::gguf_vocab::from_metadata(&src.content().metadata, config.specials)
+                .map_err(|e| e.to_string())
+                .transpose()
+        } else {
+            None
+        };
     Ok(LoadedModel {
+        embedded_tokenizer,
         model,
         config,
         tokenizer_dir,

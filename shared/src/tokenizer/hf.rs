@@ -152,6 +152,15 @@ impl HfTokenizer {
         Ok(Self::assemble(load_json(path)?, specials, 0))
     }
 
+    /// A tokenizer built in code (e.g. from GGUF metadata) with known special ids.
+    pub(crate) fn with_specials(
+        inner: tokenizers::Tokenizer,
+        specials: SpecialTokens,
+        vocab_size: usize,
+    ) -> Self {
+        Self::assemble(inner, specials, vocab_size)
+    }
+
     fn assemble(
         inner: tokenizers::Tokenizer,
         specials: SpecialTokens,
