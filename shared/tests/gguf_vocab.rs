@@ -101,3 +101,61 @@ fn the_pre_tokenizer_matters_and_unknown_ones_are_refused() {
             .is_none()
     );
 }
+
+#[test]
+fn rebuilt_vocabularies_agree_with_the_reference_json_on_many_texts() {
+    // Beyond the recorded cases: strings mixing letters, digits, spaces, newlines, punctuation,
+    // contractions and non-ASCII, encoded by the committed tokenizer.json and the rebuild.
+    let pieces = [
+        "The",
+        " cap",
+        "ital",
+        " 12",
+        "3",
+        "45",
+        "\n",
+        "\r\n",
+        "  ",
+        "\t",
+        "'s",
+        "'LL",
+        "'Re",
+        " naïve",
+        " 東京",
+        "!!",
+        "?",
+        " —",
+        "x=",
+        "7;",
+        "  \n ",
+        "Ünï",
+        "wörds",
+        "…",
+        "<|endoftext|>",
+    ];
+    for pre in ["qwen2", "llama-bpe", "gpt2"] {
+        let rebuilt = gguf_vocab::from_metadata(&metadata(pre), SPECIALS)
+            .unwrap()
+            .unwrap();
+        let reference = ruvdllm::tokenizer::HfTokenizer::from_file(
+            &fixtures().join(pre).join("tokenizer.json"),
+            SPECIALS,
+        )
+        .unwrap();
+        let mut state = 7u64;
+        for _ in 0..300 {
+            let mut text = String::new();
+            for _ in 0..6 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push_str(pieces[(state >> 33) as usize % pieces.len()]);
+            }
+            assert_eq!(
+                rebuilt.try_encode(&text).unwrap(),
+                reference.try_encode(&text).unwrap(),
+                "{pre}: {text:?}"
+            );
+        }
+    }
+}
