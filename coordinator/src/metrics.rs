@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +41,9 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabel, Counter>,
     pub last_seen: Family<NodeLabel, Gauge>,
     pub current_round: Gauge,
+    /// Central DP: ε spent so far (at the configured δ) and the clip bound of the open round.
+    pub dp_epsilon: Gauge<f64, AtomicU64>,
+    pub dp_clip: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -62,6 +66,8 @@ impl Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let last_seen = Family::<NodeLabel, Gauge>::default();
         let current_round = Gauge::default();
+        let dp_epsilon = Gauge::<f64, AtomicU64>::default();
+        let dp_clip = Gauge::<f64, AtomicU64>::default();
         r.register("rounds", "Rounds closed", rounds.clone());
         r.register(
             "rounds_failed",
@@ -105,6 +111,16 @@ impl Metrics {
             last_seen.clone(),
         );
         r.register("current_round", "The open round", current_round.clone());
+        r.register(
+            "dp_epsilon",
+            "Central DP: epsilon spent over the closed rounds at the configured delta (0 when off)",
+            dp_epsilon.clone(),
+        );
+        r.register(
+            "dp_clip",
+            "Central DP: the clip bound of the open round (0 when off)",
+            dp_clip.clone(),
+        );
         Self {
             registry: Arc::new(r),
             rounds,
@@ -118,6 +134,8 @@ impl Metrics {
             rejected,
             last_seen,
             current_round,
+            dp_epsilon,
+            dp_clip,
         }
     }
 

@@ -565,6 +565,10 @@ impl Service {
                         "round closed"
                     );
                     if let Some(dp) = &g.machine.config().central_dp {
+                        let next = g.machine.state().dp_clip.unwrap_or(dp.clip);
+                        if let Some(e) = dp.epsilon(report.round) {
+                            self.metrics.dp_epsilon.set(e);
+                        }
                         // Every round up to this one released one noisy aggregate.
                         tracing::info!(
                             round = report.round,
@@ -572,7 +576,7 @@ impl Service {
                                 .epsilon(report.round)
                                 .map_or("none (no noise)".into(), |e| format!("{e:.3}")),
                             delta = dp.delta,
-                            next_clip = g.machine.state().dp_clip.unwrap_or(dp.clip),
+                            next_clip = next,
                             noise_multiplier = dp.noise_multiplier,
                             expected_nodes = dp.expected_nodes,
                             "central DP"
@@ -598,6 +602,11 @@ impl Service {
                 } => {
                     let hash = g.blobs.front().map(|b| b.hash.clone()).unwrap_or_default();
                     self.metrics.current_round.set(round as i64);
+                    if let Some(dp) = &g.machine.config().central_dp {
+                        self.metrics
+                            .dp_clip
+                            .set(g.machine.state().dp_clip.unwrap_or(dp.clip));
+                    }
                     tracing::info!(round, deadline_ms, extended, "round announced");
                     self.announce.send_replace(Announcement {
                         round,

@@ -264,3 +264,61 @@ async fn node_stopping_mid_upload_is_dropped_at_the_deadline() {
     assert!(r.is_err());
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_dp_from_the_config_file_privatizes_the_round_and_reports_epsilon() {
+    let fx = Fixture::new(&["n1", "n2", "n3"]);
+    let mut cfg = fx.config(3, 3, 60_000);
+    for b in [
+        &mut cfg.aggregation.coarse,
+        &mut cfg.aggregation.domain,
+        &mut cfg.aggregation.fine,
+        &mut cfg.aggregation.other,
+    ] {
+        b.rule = Some("fedavg".into());
+        b.weights = Some("uniform".into());
+    }
+    cfg.privacy = toml::from_str(
+        "clip = 1.0\nnoise_multiplier = 0.2\nexpected_nodes = 3\nseed = 5\ntarget_quantile = 0.5",
+    )
+    .unwrap();
+    let running = daemon::start(cfg.validate().unwrap()).await.unwrap();
+    let mut c: Vec<_> = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        let mut cl = connect(running.addr, fx.tls(Some(n))).await;
+        assert_eq!(register(&mut cl, n, BASE).await.unwrap(), 1);
+        c.push(cl);
+    }
+    wait_round(&mut c[0], 1).await;
+    let updates: Vec<Update> = [("n1", 1.0), ("n2", 2.0), ("n3", 4.0)]
+        .iter()
+        .map(|(n, v)| Update::new(n, &layout_delta(*v)))
+        .collect();
+    for (cl, u) in c.iter_mut().zip(&updates) {
+        submit(cl, u, 1).await.unwrap();
+    }
+    let ann = wait_round(&mut c[0], 2).await;
+    let g1 = fetch_global(&mut c[0], &ann.global_adapter_hash).await;
+    // Each update was clipped to norm 1 (their norms are 4–17) and the sum divided by m = 3, so
+    // the global is near norm 1 plus the noise, where the plain mean would have norm ≈ 8.
+    let norm = |d: &ruvdllm::delta::Delta| {
+        d.flatten()
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    assert!(norm(&layout_delta(7.0 / 3.0)) > 5.0);
+    assert!(norm(&g1).is_finite() && norm(&g1) < 2.0, "{}", norm(&g1));
+    let text = running.service.metrics().render();
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("ruvdllm_coordinator_{name} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    assert!(gauge("dp_epsilon") > 0.0);
+    // Every update's norm is above 1: the adaptive bound grows for round 2.
+    assert!(gauge("dp_clip") > 1.0);
+}
