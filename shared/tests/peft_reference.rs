@@ -24,6 +24,15 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The adapter shape of the `hf_reference/<family>` checkpoint (its config only; no weights read).
+fn shape_of(family: &str) -> Shape {
+    Shape::from(
+        &checkpoint::open(&fixtures().join("hf_reference").join(family))
+            .unwrap()
+            .config,
+    )
+}
+
 fn max_abs(t: &Tensor) -> f32 {
     t.abs()
         .unwrap()
@@ -176,15 +185,9 @@ fn dream_rslora_all_linear_adapter_written_by_peft_gives_peft_logits() {
 #[test]
 fn an_adapter_for_another_model_or_with_mixed_names_is_refused() {
     let dream = fixtures().join("peft_reference/dream");
-    let llada_cfg = checkpoint::load(
-        &fixtures().join("hf_reference/llada"),
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap()
-    .config;
+    let llada = shape_of("llada");
     // The Dream adapter's k/v are GQA-sized (kv_dim 32): they do not fit LLaDA's k/v (64).
-    let e = Lora::load_peft(&dream, Shape::from(&llada_cfg)).unwrap_err();
+    let e = Lora::load_peft(&dream, llada).unwrap_err();
     assert!(e.to_string().contains("k_proj"), "{e}");
 
     // One tensor renamed to the other naming: refused, naming both.
@@ -218,14 +221,8 @@ fn an_adapter_for_another_model_or_with_mixed_names_is_refused() {
         tmp.path().join("adapter_config.json"),
     )
     .unwrap();
-    let dream_cfg = checkpoint::load(
-        &fixtures().join("hf_reference/dream"),
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap()
-    .config;
-    let e = Lora::load_peft(tmp.path(), Shape::from(&dream_cfg))
+    let dream_shape = shape_of("dream");
+    let e = Lora::load_peft(tmp.path(), dream_shape)
         .unwrap_err()
         .to_string();
     assert!(e.contains("llada") && e.contains("llama"), "{e}");
@@ -243,16 +240,8 @@ fn pickled_weights_are_refused_with_the_way_out() {
     )
     .unwrap();
     std::fs::write(adapter.join("adapter_model.bin"), b"PK\x03\x04").unwrap();
-    let cfg = checkpoint::load(
-        &fixtures().join("hf_reference/llada"),
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap()
-    .config;
-    let e = Lora::load_peft(&adapter, Shape::from(&cfg))
-        .unwrap_err()
-        .to_string();
+    let shape = shape_of("llada");
+    let e = Lora::load_peft(&adapter, shape).unwrap_err().to_string();
     assert!(
         e.contains("pickle") && e.contains("safe_serialization"),
         "{e}"
