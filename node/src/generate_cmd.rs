@@ -32,6 +32,17 @@ pub struct GenerateArgs {
     /// model; repeat to stack several (they are merged into the weights).
     #[arg(long)]
     pub lora: Vec<PathBuf>,
+    /// Chat: each --prompt is a user message, rendered with the model's chat template (an
+    /// instruct checkpoint's `chat_template.jinja`, `tokenizer_config.json` or GGUF metadata,
+    /// exactly as `transformers`' `apply_chat_template`); prints only the reply.
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message before the user's.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// With --chat: this Jinja chat template instead of the checkpoint's own.
+    #[arg(long, requires = "chat")]
+    pub chat_template: Option<PathBuf>,
     #[command(flatten)]
     pub sampler: SamplerArgs,
     /// Redraw the denoising canvas in the terminal at every step.
@@ -118,6 +129,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if !adapters.is_empty() {
         eprintln!("adapters:{adapters}");
     }
+    let chat = if args.chat {
+        Some(
+            crate::model_arg::chat_template(&mut loaded, args.chat_template.as_deref())?
+                .map_err(|why| anyhow::anyhow!("--chat: {why}"))?,
+        )
+    } else {
+        None
+    };
     let model = &loaded.model;
     let specials = loaded.config.specials;
     let mut options = args.sampler.options()?;
@@ -135,11 +154,26 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if options.steps.is_none() {
         options.steps = Some(options.gen_length);
     }
-    let prompts: Vec<Vec<u32>> = args
-        .prompt
-        .iter()
-        .map(|p| std::iter::once(specials.bos).chain(tok.encode(p)).collect())
-        .collect();
+    let prompts: Vec<Vec<u32>> = if let Some(template) = &chat {
+        args.prompt
+            .iter()
+            .map(|p| {
+                let mut messages = Vec::new();
+                if let Some(s) = &args.system {
+                    messages.push(serde_json::json!({"role": "system", "content": s}));
+                }
+                messages.push(serde_json::json!({"role": "user", "content": p}));
+                let text = template.render(&messages, None, true)?;
+                // The template writes BOS itself (transformers tokenizes it without adding one).
+                Ok(tok.try_encode(&text)?)
+            })
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        args.prompt
+            .iter()
+            .map(|p| std::iter::once(specials.bos).chain(tok.encode(p)).collect())
+            .collect()
+    };
     let request = Request::with_seeds(prompts, args.sampler.seed);
     let mut redraw = visual::Redraw::new();
     let mut stderr = std::io::stderr();
@@ -207,10 +241,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         let end = row
             .ids
             .iter()
-            .position(|&t| t == specials.eos)
+            .position(|&t| t == specials.eos || Some(t) == specials.eot)
             .unwrap_or(row.ids.len());
         generated += row.ids.len();
-        println!("{prompt}{}", tok.decode(&row.ids[..end]));
+        let reply = tok.decode(&row.ids[..end]);
+        if args.chat {
+            println!("{reply}");
+        } else {
+            println!("{prompt}{reply}");
+        }
     }
     eprintln!(
         "{} rows · {} steps · {} forwards · {} DGR deltas · {:.2} s · {:.1} tok/s ({})",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use ruvdllm::candle_core::{DType, Device};
 use ruvdllm::model::{DeviceSpec, LoadedModel};
-use ruvdllm::tokenizer::{self, Tokenizer};
+use ruvdllm::tokenizer::{self, ChatTemplate, Tokenizer};
 
 /// The model folder or file: `--model`, else the committed `tiny` base.
 pub fn resolve(model: Option<&Path>) -> PathBuf {
@@ -68,6 +68,33 @@ pub fn load_on(
         loaded.config.vocab_size
     );
     Ok((loaded, tok))
+}
+
+/// The chat template to serve: `file` (`--chat-template`; rendered with the checkpoint's
+/// special-token strings) or the checkpoint's own; `Err` says why there is none. Takes the
+/// checkpoint's template out of `loaded`.
+pub fn chat_template(
+    loaded: &mut LoadedModel,
+    file: Option<&Path>,
+) -> anyhow::Result<Result<ChatTemplate, String>> {
+    let own = loaded.chat_template.take();
+    let Some(file) = file else {
+        return Ok(match own {
+            Some(Ok(t)) => Ok(t),
+            Some(Err(e)) => Err(format!("the served model's chat template is unusable: {e}")),
+            None => Err(crate::serve::NO_CHAT_TEMPLATE.to_string()),
+        });
+    };
+    let source = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the chat template {}", file.display()))?;
+    let variables = match (&own, &loaded.tokenizer_dir) {
+        (Some(Ok(t)), _) => t.variables().clone(),
+        (_, Some(dir)) => ruvdllm::tokenizer::chat::folder_variables(dir)?,
+        _ => Default::default(),
+    };
+    let t = ChatTemplate::new(&source, variables)
+        .with_context(|| format!("the chat template {}", file.display()))?;
+    Ok(Ok(t))
 }
 
 /// SHA-256 (hex) identifying a base checkpoint: of the file itself, or, for a folder, over its
@@ -296,6 +323,12 @@ mod tests {
                 .filter(|(k, _)| k.starts_with("tokenizer.ggml."))
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
+        // And a chat template, as the converter copies it from tokenizer_config.json.
+        let template = "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{{ eos_token }}";
+        kv.push((
+            "tokenizer.chat_template".into(),
+            gguf_file::Value::String(template.into()),
+        ));
         let tensors: Vec<(String, ruvdllm::candle_core::quantized::QTensor)> = model
             .tensor_infos
             .keys()
@@ -313,8 +346,31 @@ mod tests {
         )
         .unwrap();
         drop(out);
-        // Loaded alone, the file tokenizes with its own vocabulary.
-        let (_, tok) = load(Some(&path)).unwrap();
+        // Loaded alone, the file tokenizes with its own vocabulary and chats with its template,
+        // whose BOS / EOS strings are the vocabulary's.
+        let (mut loaded, tok) = load(Some(&path)).unwrap();
+        let chat = chat_template(&mut loaded, None).unwrap().unwrap();
+        let token0 = match &vocab.metadata["tokenizer.ggml.tokens"] {
+            gguf_file::Value::Array(a) => match &a[0] {
+                gguf_file::Value::String(s) => s.clone(),
+                _ => unreachable!(),
+            },
+            _ => unreachable!(),
+        };
+        let msgs = [serde_json::json!({"role": "user", "content": "hi"})];
+        assert_eq!(
+            chat.render(&msgs, None, true).unwrap(),
+            format!("{token0}[user]hi{token0}")
+        );
+        // --chat-template replaces it, keeping the special-token strings.
+        let file = tmp.path().join("t.jinja");
+        std::fs::write(&file, "<{{ bos_token }}>").unwrap();
+        let (mut loaded2, _) = load(Some(&path)).unwrap();
+        let own = chat_template(&mut loaded2, Some(&file)).unwrap().unwrap();
+        assert_eq!(
+            own.render(&msgs, None, true).unwrap(),
+            format!("<{token0}>")
+        );
         let cases: serde_json::Value = serde_json::from_slice(
             &std::fs::read(vocab_file.with_file_name("qwen2_ids.json")).unwrap(),
         )
@@ -330,6 +386,10 @@ mod tests {
         // Without the vocabulary the refusal names the missing tokenizer.json.
         let e = load(Some(&bare)).err().unwrap().to_string();
         assert!(e.contains("tokenizer.json"), "{e}");
+        // A base model (the tiny one) has no template: the reason, not an error.
+        let (mut tiny, _) = load(None).unwrap();
+        let why = chat_template(&mut tiny, None).unwrap().unwrap_err();
+        assert!(why.contains("no chat template"), "{why}");
     }
 
     fn checkpoint_trainable(varmap: &ruvdllm::candle_nn::VarMap, cfg: &ruvdllm::model::Config) {

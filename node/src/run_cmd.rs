@@ -117,9 +117,15 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         }
         let api = match settings.serve_listen {
             Some(addr) => {
-                let tok: Arc<dyn ruvdllm::tokenizer::Tokenizer> =
-                    Arc::from(crate::model_arg::load(settings.model.as_deref())?.1);
+                let (mut loaded, tok) = crate::model_arg::load(settings.model.as_deref())?;
+                let chat = crate::model_arg::chat_template(&mut loaded, None)?;
+                drop(loaded);
+                let tok: Arc<dyn ruvdllm::tokenizer::Tokenizer> = Arc::from(tok);
                 let handle = ModelHandle::new(settings.serve_id.clone(), base.clone(), tok)?;
+                match chat {
+                    Ok(t) => handle.set_chat_template(t),
+                    Err(why) => handle.set_chat_unavailable(why),
+                }
                 let state = State::new(handle.clone(), settings.serve.clone())?.with_banks(banks);
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await

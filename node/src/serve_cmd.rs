@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// A TALoRA adapter folder (written by `node finetune`) applied to the model.
     #[arg(long)]
     pub talora: Option<PathBuf>,
+    /// A Jinja chat template for `/v1/chat/completions` instead of the checkpoint's own (rendered
+    /// like `transformers`' `apply_chat_template`, with the checkpoint's special-token strings).
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// Model id clients must name (default: the folder or file name).
     #[arg(long)]
     pub model_id: Option<String>,
@@ -120,7 +124,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
     tracing::info!(model = %path.display(), kind = %loaded.kind, adapters = %adapters.trim_start_matches(" + "), "model loaded");
     let id = args.model_id.clone().unwrap_or_else(|| default_id(&path));
+    let chat = crate::model_arg::chat_template(&mut loaded, args.chat_template.as_deref())?;
+    match &chat {
+        Ok(_) => tracing::info!("chat completions use the model's chat template"),
+        Err(why) => tracing::info!(%why, "no chat completions"),
+    }
     let handle = ModelHandle::from_loaded(id, loaded, tok).context("serving the model")?;
+    match chat {
+        Ok(t) => handle.set_chat_template(t),
+        Err(why) => handle.set_chat_unavailable(why),
+    }
     let state = State::new(handle, config).context("invalid serve limits")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -9,6 +9,8 @@
 
 mod byte;
 #[cfg(feature = "model")]
+pub mod chat;
+#[cfg(feature = "model")]
 pub mod gguf_vocab;
 #[cfg(feature = "model")]
 mod hf;
@@ -16,6 +18,8 @@ mod hf;
 use std::path::{Path, PathBuf};
 
 pub use byte::ByteTokenizer;
+#[cfg(feature = "model")]
+pub use chat::{ChatError, ChatTemplate};
 #[cfg(feature = "model")]
 pub use hf::{HfTokenizer, SpecialOverrides};
 

@@ -1,7 +1,8 @@
 //! The OpenAI-style generation API a node serves to its local clients.
 //!
 //! `GET /v1/models` lists the one served model; `POST /v1/completions` generates by masked
-//! diffusion, with the sampler's options as extension fields. With `stream: true` the response is
+//! diffusion, with the sampler's options as extension fields; `POST /v1/chat/completions` does the
+//! same for a conversation rendered with the model's own chat template (instruct checkpoints). With `stream: true` the response is
 //! server-sent events whose `choices[].text` are the newly committed *left-to-right* text — so a
 //! plain OpenAI client concatenating deltas gets exactly the final completion — while the
 //! extension field `ruvdllm.canvas` carries each step's whole denoising canvas for clients that
@@ -14,6 +15,7 @@
 //! generation worker, the SSE body, the routes, and the error mapping ([`ApiError`]).
 
 mod banks;
+mod chat;
 mod config;
 mod error;
 mod model_handle;
@@ -30,10 +32,11 @@ use std::future::Future;
 pub use banks::{BanksError, LocalBanks};
 pub use config::{Config, ConfigError};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use model_handle::{HandleError, ModelHandle, Snapshot};
+pub use model_handle::{HandleError, ModelHandle, NO_CHAT_TEMPLATE, Snapshot};
 pub use request::{CompletionRequest, Job, Prompt};
 pub use response::{
-    CardInfo, Choice, Chunk, Completion, DgrTouch, ModelCard, ModelList, RunInfo, StepInfo, Usage,
+    CardInfo, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, ChatDelta, ChatMessage,
+    Choice, Chunk, Completion, DgrTouch, ModelCard, ModelList, RunInfo, StepInfo, Usage,
 };
 pub use routes::router;
 pub use state::{State, Stats};

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ruvdllm::model::{LoadedModel, Model};
-use ruvdllm::tokenizer::Tokenizer;
+use ruvdllm::tokenizer::{ChatTemplate, Tokenizer};
 use ruvdllm::tokens::SpecialTokens;
 
 /// Why a model cannot be served (or swapped in).
@@ -51,7 +51,14 @@ struct Inner {
     tokenizer: Arc<dyn Tokenizer>,
     specials: SpecialTokens,
     current: RwLock<Current>,
+    /// The chat template of `/v1/chat/completions`, or why there is none.
+    chat: RwLock<Result<ChatTemplate, String>>,
 }
+
+/// Why a model without a template cannot chat.
+pub const NO_CHAT_TEMPLATE: &str = "the served model has no chat template (a base model: no \
+     chat_template.jinja or tokenizer_config.json `chat_template` beside it, none in its GGUF \
+     metadata); use /v1/completions, or start the server with --chat-template FILE";
 
 /// A served model: the swappable weights plus everything that stays fixed.
 #[derive(Clone)]
@@ -100,6 +107,7 @@ impl ModelHandle {
                     version: 0,
                     label: None,
                 }),
+                chat: RwLock::new(Err(NO_CHAT_TEMPLATE.to_string())),
             }),
         })
     }
@@ -110,7 +118,45 @@ impl ModelHandle {
         loaded: LoadedModel,
         tokenizer: Box<dyn Tokenizer>,
     ) -> Result<Self, HandleError> {
-        Self::new(id, Arc::new(loaded.model), Arc::from(tokenizer))
+        let handle = Self::new(id, Arc::new(loaded.model), Arc::from(tokenizer))?;
+        match loaded.chat_template {
+            Some(Ok(t)) => handle.set_chat_template(t),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the checkpoint's chat template is unusable");
+                handle.set_chat_unavailable(format!(
+                    "the served model's chat template is unusable: {e}"
+                ));
+            }
+            None => {}
+        }
+        Ok(handle)
+    }
+
+    /// Uses `template` for chat completions from now on.
+    pub fn set_chat_template(&self, template: ChatTemplate) {
+        *self
+            .inner
+            .chat
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Ok(template);
+    }
+
+    /// Chat completions are refused with `reason`.
+    pub fn set_chat_unavailable(&self, reason: String) {
+        *self
+            .inner
+            .chat
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Err(reason);
+    }
+
+    /// The chat template, or why chat is not available.
+    pub fn chat_template(&self) -> Result<ChatTemplate, String> {
+        self.inner
+            .chat
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The public model id (`model` in requests and responses).

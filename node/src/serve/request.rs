@@ -96,6 +96,11 @@ pub struct CompletionRequest {
     #[serde(alias = "confidence_eos_eot_inf")]
     pub eos_last: Option<bool>,
     pub early_stop: Option<bool>,
+    /// Set for chat completions: the prompt is a rendered chat template, tokenized as it is (the
+    /// template writes BOS itself, as `transformers`' `apply_chat_template` assumes), and the
+    /// response takes the chat shapes.
+    #[serde(skip)]
+    pub chat: bool,
 }
 
 /// One prompt, as text and as the ids the canvas starts with (BOS first).
@@ -117,6 +122,8 @@ pub struct Job {
     pub echo: bool,
     pub stream: bool,
     pub include_usage: bool,
+    /// A chat completion (`/v1/chat/completions`): chat-shaped responses.
+    pub chat: bool,
 }
 
 impl Job {
@@ -248,7 +255,8 @@ fn stop_list(stop: Option<Value>) -> Result<Vec<String>, ApiError> {
     Ok(list)
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// A JSON value's kind, for error messages.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -411,7 +419,8 @@ impl CompletionRequest {
             let encoded = tokenizer.try_encode(&text).map_err(|e| {
                 ApiError::invalid("prompt", format!("the prompt cannot be tokenized: {e}"))
             })?;
-            let len = encoded.len() + 1;
+            let bos = if self.chat { None } else { Some(specials.bos) };
+            let len = encoded.len() + usize::from(bos.is_some());
             if len > limits.max_prompt_tokens {
                 return Err(ApiError::over_limit(
                     "prompt",
@@ -428,7 +437,7 @@ impl CompletionRequest {
                     code: Some("context_length_exceeded"),
                 });
             }
-            let ids = std::iter::once(specials.bos).chain(encoded).collect();
+            let ids = bos.into_iter().chain(encoded).collect();
             prompts.push(Prompt { text, ids });
         }
         Ok(Job {
@@ -440,6 +449,7 @@ impl CompletionRequest {
             echo: self.echo.unwrap_or(false),
             stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+            chat: self.chat,
         })
     }
 }

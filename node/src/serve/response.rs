@@ -103,6 +103,128 @@ pub struct Chunk {
 }
 
 pub const TEXT_COMPLETION: &str = "text_completion";
+pub const CHAT_COMPLETION: &str = "chat.completion";
+pub const CHAT_COMPLETION_CHUNK: &str = "chat.completion.chunk";
+
+/// The assistant's reply in a chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: ChatMessage,
+    /// Always `null`: log-probabilities are not supported.
+    pub logprobs: Option<()>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// `POST /v1/chat/completions` without `stream`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+    pub ruvdllm: RunInfo,
+}
+
+impl From<Completion> for ChatCompletion {
+    fn from(c: Completion) -> Self {
+        ChatCompletion {
+            id: c.id,
+            object: CHAT_COMPLETION,
+            created: c.created,
+            model: c.model,
+            choices: c
+                .choices
+                .into_iter()
+                .map(|ch| ChatChoice {
+                    index: ch.index,
+                    message: ChatMessage {
+                        role: "assistant",
+                        content: ch.text,
+                    },
+                    logprobs: None,
+                    finish_reason: ch.finish_reason,
+                })
+                .collect(),
+            usage: c.usage,
+            ruvdllm: c.ruvdllm,
+        }
+    }
+}
+
+/// What a streamed chat chunk adds to one choice: the role in the choice's first chunk, then
+/// text; the last chunk of a choice carries only its `finish_reason`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: ChatDelta,
+    pub logprobs: Option<()>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// One server-sent event of a streamed chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunk {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ruvdllm: Option<StepInfo>,
+}
+
+impl ChatChunk {
+    /// The chat form of a completion chunk; `role_sent[i]` tracks which choices already had
+    /// their first chunk (and so their role).
+    pub fn from_chunk(c: &Chunk, role_sent: &mut [bool]) -> Self {
+        ChatChunk {
+            id: c.id.clone(),
+            object: CHAT_COMPLETION_CHUNK,
+            created: c.created,
+            model: c.model.clone(),
+            choices: c
+                .choices
+                .iter()
+                .map(|ch| {
+                    let first = role_sent.get(ch.index).is_some_and(|s| !s);
+                    if let Some(s) = role_sent.get_mut(ch.index) {
+                        *s = true;
+                    }
+                    ChatChunkChoice {
+                        index: ch.index,
+                        delta: ChatDelta {
+                            role: first.then_some("assistant"),
+                            content: (first || !ch.text.is_empty()).then(|| ch.text.clone()),
+                        },
+                        logprobs: None,
+                        finish_reason: ch.finish_reason,
+                    }
+                })
+                .collect(),
+            usage: c.usage,
+            ruvdllm: c.ruvdllm.clone(),
+        }
+    }
+}
 
 impl Chunk {
     pub fn new(meta: &Meta, choices: Vec<Choice>) -> Self {

@@ -1,4 +1,5 @@
-//! The HTTP routes: `/v1/models`, `/v1/completions`, `/health`, and JSON errors for the rest.
+//! The HTTP routes: `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/health`, and JSON
+//! errors for the rest.
 //!
 //! A completion request goes parse → model check → validation → admission, so a bad request is
 //! answered 400/404 even when the server is full, and only a valid one can be refused with 429.
@@ -19,9 +20,10 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::chat;
 use super::error::{ApiError, json_response};
 use super::request;
-use super::response::{CardInfo, Meta, ModelCard, ModelList};
+use super::response::{CardInfo, ChatCompletion, Meta, ModelCard, ModelList};
 use super::sse::{CancelOnDrop, EventStream};
 use super::state::{Outcome, State, Stats};
 use super::worker::{self, Ended, Sink, Work};
@@ -33,6 +35,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}", get(get_model))
         .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -148,12 +151,31 @@ fn log_end(id: &str, result: &Result<Ended, ApiError>) {
     }
 }
 
+async fn chat_completions(
+    AxState(state): AxState<State>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = match body.map_err(|r| body_error(r, state.config.max_body_bytes)) {
+        Ok(body) => match chat::parse(&body, state.handle.chat_template()) {
+            Ok(req) => generate(state, req).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 async fn completion(
     state: State,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(r, state.config.max_body_bytes))?;
     let req = request::parse(&body)?;
+    generate(state, req).await
+}
+
+/// Runs a parsed completion or chat request: model check, validation, admission, generation.
+async fn generate(state: State, req: request::CompletionRequest) -> Result<Response, ApiError> {
     let handle = state.handle.clone();
     if req.model != handle.id() {
         return Err(ApiError::ModelNotFound { model: req.model });
@@ -177,6 +199,11 @@ async fn completion(
         max_concurrent: state.config.max_concurrent,
     })?;
     let (id, created) = state.new_id();
+    let id = if job.chat {
+        id.replacen("cmpl-", "chatcmpl-", 1)
+    } else {
+        id
+    };
     tracing::info!(
         id,
         rows = job.rows(),
@@ -189,6 +216,7 @@ async fn completion(
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(Arc::clone(&cancel));
     let stream = job.stream;
+    let chat = job.chat;
     let work = Work {
         snapshot,
         tokenizer: Arc::clone(handle.tokenizer()),
@@ -215,6 +243,10 @@ async fn completion(
         })?;
         drop(guard);
         return match result? {
+            Ended::Done(completion) if chat => Ok(json_response(
+                StatusCode::OK,
+                &ChatCompletion::from(completion),
+            )),
             Ended::Done(completion) => Ok(json_response(StatusCode::OK, &completion)),
             Ended::Cancelled => Err(ApiError::Internal {
                 message: "the generation was cancelled".into(),

@@ -25,7 +25,7 @@ use super::error::ApiError;
 use super::model_handle::Snapshot;
 use super::request::Job;
 use super::response::{
-    Choice, Chunk, Completion, DgrTouch, Meta, RunInfo, StepInfo, TEXT_COMPLETION, Usage,
+    ChatChunk, Choice, Chunk, Completion, DgrTouch, Meta, RunInfo, StepInfo, TEXT_COMPLETION, Usage,
 };
 use super::text::TextTracker;
 
@@ -88,6 +88,14 @@ fn to_json(value: &impl serde::Serialize) -> String {
     })
 }
 
+/// A stream event's payload: the chunk itself, or its chat form.
+fn payload(chunk: &Chunk, chat: Option<&mut Vec<bool>>) -> String {
+    match chat {
+        Some(role_sent) => to_json(&ChatChunk::from_chunk(chunk, role_sent)),
+        None => to_json(chunk),
+    }
+}
+
 fn canvas(generated: &[u32], tokenizer: &dyn Tokenizer) -> String {
     generated
         .iter()
@@ -136,6 +144,8 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
         .map(|p| TextTracker::new(specials, job.stop.clone(), job.echo.then(|| p.text.clone())))
         .collect();
     let mut finish_sent = vec![false; trackers.len()];
+    // Chat streams: whether each choice already had its first (role) chunk.
+    let mut role_sent = job.chat.then(|| vec![false; trackers.len()]);
     let mut sent_any = false;
     let mut client_gone = false;
 
@@ -187,7 +197,7 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
                         })
                         .collect(),
                 });
-                if !sink.send(to_json(&chunk)) {
+                if !sink.send(payload(&chunk, role_sent.as_mut())) {
                     client_gone = true;
                     return ControlFlow::Break(());
                 }
@@ -245,7 +255,7 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
                     finish_reason,
                 }],
             );
-            if !sink.send(to_json(&chunk)) {
+            if !sink.send(payload(&chunk, role_sent.as_mut())) {
                 return Ok(Ended::Cancelled);
             }
         }
@@ -267,7 +277,7 @@ pub fn run(work: Work, sink: Option<&Sink>) -> Result<Ended, ApiError> {
         if job.include_usage {
             let mut chunk = Chunk::new(&meta, Vec::new());
             chunk.usage = Some(usage);
-            if !sink.send(to_json(&chunk)) {
+            if !sink.send(payload(&chunk, role_sent.as_mut())) {
                 return Ok(Ended::Cancelled);
             }
         }

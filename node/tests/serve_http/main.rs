@@ -1,7 +1,8 @@
 //! The completion API over a real loopback socket, served by `serve::run` exactly as `node serve`
 //! does, on the committed `tiny` base: a completion, a streamed completion read by a plain SSE
 //! client (its deltas concatenate to the non-streamed text), every error status, the 429 of a
-//! full server, and the cancellation of a generation whose client disconnects.
+//! full server, the cancellation of a generation whose client disconnects, and chat completions
+//! (a served chat template, the chat shapes streamed and not, and their refusals).
 
 mod client;
 
@@ -332,5 +333,110 @@ async fn full_server_429s_and_a_disconnect_cancels() {
     assert_eq!(resp.head.status, 200);
     resp.body().await;
     assert_eq!(server.state.stats().borrow().completed, 1);
+    server.stop().await;
+}
+
+/// A ChatML template for the byte-vocabulary base (which has none of its own).
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
+                      {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completions_render_the_template_and_stream_in_the_chat_shape() {
+    let server = Server::start(Config::default()).await;
+    let chat = |body: &Value| {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let addr = server.addr;
+        async move { client::send(addr, "POST", "/v1/chat/completions", Some(&bytes)).await }
+    };
+    let messages =
+        json!([{"role": "system", "content": "terse"}, {"role": "user", "content": "12+7="}]);
+    let body = json!({
+        "model": "tiny", "messages": messages, "max_completion_tokens": 8, "steps": 8,
+        "block_length": 8, "seed": 11, "temperature": 0.7, "no_eos": true
+    });
+
+    // The tiny base has no chat template: a 400 that says so, before any generation.
+    let v = expect_error(chat(&body).await, 400).await;
+    assert_eq!(v["error"]["code"], "chat_template_unavailable");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no chat template")
+    );
+
+    server.state.handle().set_chat_template(
+        ruvdllm::tokenizer::ChatTemplate::new(CHATML, Default::default()).unwrap(),
+    );
+    let resp = chat(&body).await;
+    assert_eq!(resp.head.status, 200);
+    let v = resp.json().await;
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"), "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    let reply = choice["message"]["content"].as_str().unwrap().to_string();
+    assert!(!reply.is_empty());
+    assert_eq!(choice["finish_reason"], "length");
+    // The prompt is the rendered template, byte for byte, with no BOS added.
+    let rendered = "<|im_start|>system\nterse<|im_end|>\n<|im_start|>user\n12+7=<|im_end|>\n<|im_start|>assistant\n";
+    assert_eq!(v["usage"]["prompt_tokens"], rendered.len());
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+
+    // Streamed, the deltas concatenate to the non-streamed reply.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (chunks, done) = read_stream(chat(&streamed).await).await;
+    assert!(done);
+    let mut text = String::new();
+    let mut roles = 0;
+    let mut finish = Vec::new();
+    let mut usage = None;
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["id"], chunks[0]["id"]);
+        if let Some(u) = c.get("usage") {
+            usage = Some(u.clone());
+            continue;
+        }
+        let ch = &c["choices"][0];
+        assert!(ch.get("text").is_none(), "chat chunks carry deltas: {c}");
+        if ch["delta"]["role"] == "assistant" {
+            roles += 1;
+        }
+        if let Some(t) = ch["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if !ch["finish_reason"].is_null() {
+            finish.push(ch["finish_reason"].clone());
+        }
+    }
+    assert_eq!(roles, 1, "the role comes once, in the first chunk");
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"]["role"], "assistant",
+        "{}",
+        chunks[0]
+    );
+    assert_eq!(text, reply);
+    assert_eq!(finish, vec![json!("length")]);
+    assert_eq!(usage.as_ref(), Some(&v["usage"]));
+
+    // Refusals name the field.
+    let mut with_tools = body.clone();
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+    let v = expect_error(chat(&with_tools).await, 400).await;
+    assert_eq!(v["error"]["param"], "tools");
+    let mut with_prompt = body.clone();
+    with_prompt["prompt"] = json!("x");
+    let v = expect_error(chat(&with_prompt).await, 400).await;
+    assert_eq!(v["error"]["param"], "prompt");
+    let mut typo = body.clone();
+    typo["stepz"] = json!(3);
+    expect_error(chat(&typo).await, 400).await;
+    let mut other = body.clone();
+    other["model"] = json!("gpt-4");
+    expect_error(chat(&other).await, 404).await;
+
     server.stop().await;
 }

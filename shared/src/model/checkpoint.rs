@@ -31,6 +31,10 @@ pub struct LoadedModel {
     /// A GGUF file's own vocabulary, rebuilt ([`crate::tokenizer::gguf_vocab`]) when no
     /// `tokenizer.json` sits beside the file: the tokenizer, or why it could not be rebuilt.
     pub embedded_tokenizer: Option<Result<crate::tokenizer::HfTokenizer, String>>,
+    /// The checkpoint's chat template (its folder's `chat_template.jinja` or
+    /// `tokenizer_config.json`, or a GGUF file's metadata), or why it could not be read; `None`
+    /// when it has none (base models).
+    pub chat_template: Option<Result<crate::tokenizer::ChatTemplate, String>>,
     /// A description of the source (`ruvdllm`, `hf-llada`, `hf-dream`, `gguf:<type>`).
     pub kind: String,
 }
@@ -110,11 +114,19 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, E
     let tokenizer_dir = dir.join("tokenizer.json").is_file().then(|| dir.clone());
     Ok(LoadedModel {
         embedded_tokenizer: None,
+        chat_template: folder_chat_template(&dir),
         model,
         config,
         tokenizer_dir,
         kind,
     })
+}
+
+/// A checkpoint folder's chat template, if it has one.
+pub fn folder_chat_template(dir: &Path) -> Option<Result<crate::tokenizer::ChatTemplate, String>> {
+    crate::tokenizer::ChatTemplate::from_dir(dir)
+        .map_err(|e| e.to_string())
+        .transpose()
 }
 
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {

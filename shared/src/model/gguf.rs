@@ -226,8 +226,16 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<LoadedModel, s
         } else {
             None
         };
+    // A folder beside the file with its own template wins, as its tokenizer.json does.
+    let chat_template = tokenizer_dir
+        .as_deref()
+        .and_then(super::checkpoint::folder_chat_template)
+        .or_else(|| {
+            crate::tokenizer::gguf_vocab::chat_template(&src.content().metadata, config.specials)
+        });
     Ok(LoadedModel {
         embedded_tokenizer,
+        chat_template,
         model,
         config,
         tokenizer_dir,

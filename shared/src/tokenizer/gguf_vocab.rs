@@ -63,6 +63,29 @@ fn strings<'a>(meta: &'a HashMap<String, Value>, key: &str) -> Result<Vec<&'a st
     }
 }
 
+/// The chat template in `meta` (`tokenizer.chat_template`; `None` when the file has none), with
+/// the BOS / EOS strings of its vocabulary as `bos_token` / `eos_token`.
+pub fn chat_template(
+    meta: &HashMap<String, Value>,
+    specials: SpecialTokens,
+) -> Option<Result<super::ChatTemplate, String>> {
+    let source = match meta.get("tokenizer.chat_template")? {
+        Value::String(s) => s,
+        _ => return Some(Err("`tokenizer.chat_template` is not a string".into())),
+    };
+    let tokens = strings(meta, "tokenizer.ggml.tokens").ok();
+    let text = |id: u32| {
+        tokens
+            .as_ref()
+            .and_then(|t| t.get(id as usize))
+            .map(|s| s.to_string())
+    };
+    Some(
+        super::ChatTemplate::from_gguf(source, text(specials.bos), text(specials.eos))
+            .map_err(|e| e.to_string()),
+    )
+}
+
 /// The tokenizer in `meta` (`None` when the file has no vocabulary), with `specials` from the
 /// model's metadata.
 pub fn from_metadata(
