@@ -19,6 +19,8 @@ pub enum Command {
     Pretrain(crate::pretrain_cmd::PretrainArgs),
     /// Generate text by masked diffusion from a prompt.
     Generate(crate::generate_cmd::GenerateArgs),
+    /// Chat with an instruct checkpoint in the terminal (multi-turn, its own chat template).
+    Chat(crate::chat_cmd::ChatArgs),
     /// Held-out loss, perplexity bound and exact match.
     Eval(crate::eval_cmd::EvalArgs),
     /// Convert a checkpoint to a llama.cpp-layout GGUF file.
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pretrain(args) => crate::pretrain_cmd::run(args),
         Command::Generate(args) => crate::generate_cmd::run(args),
+        Command::Chat(args) => crate::chat_cmd::run(args),
         Command::Eval(args) => crate::eval_cmd::run(args),
         Command::Convert(args) => crate::convert_cmd::run(args),
         Command::Serve(args) => crate::serve_cmd::run(args),

@@ -3,6 +3,7 @@
 //! generate, convert, keygen) on top of the `ruvdllm` library.
 
 pub mod banks_cmd;
+pub mod chat_cmd;
 pub mod cli;
 pub mod config;
 pub mod convert_cmd;

@@ -1,6 +1,6 @@
 //! The centralized baseline (`--centralized`): the same TALoRA training (same spec, run seed,
-//! batch, sequence length, learning rate and band schedule) on the union of the honest nodes'
-//! training data, for the same total number of optimizer steps the federation spent
+//! batch, sequence length, band schedule, and learning rate unless `--centralized-lr` sets its
+//! own) on the union of the honest nodes' training data, for the same total number of optimizer steps the federation spent
 //! (nodes × rounds × local steps), evaluated on the same held-out split. Federated learning is
 //! judged by how much of this improvement it keeps.
 
@@ -25,6 +25,7 @@ pub fn run(prep: &Prepared) -> anyhow::Result<Quality> {
     let steps = a.nodes * a.rounds as usize * a.local_steps;
     let opts = train::TrainOptions {
         steps,
+        lr: a.centralized_lr.unwrap_or(a.lr),
         ..node_train_options(prep)
     };
     let mut talora = prep.initial.clone();

@@ -240,9 +240,13 @@ fn summarize(report: &Report, obs: &dyn Observer, out: &OutDir, plots: &[PathBuf
     }
     if let Some(c) = &report.centralized {
         obs.line(&format!(
-            "centralized (same total steps on the union of the data): held-out loss {:.4}, \
+            "centralized (same total steps on the union of the data, lr {}): held-out loss {:.4}, \
              perplexity bound {:.3}, exact match {}/{}",
-            c.heldout_loss, c.ppl_bound, c.exact_match_correct, c.exact_match_total
+            report.config["centralized_lr"],
+            c.heldout_loss,
+            c.ppl_bound,
+            c.exact_match_correct,
+            c.exact_match_total
         ));
     }
     if let Some(e) = report.dp_epsilon {

@@ -56,9 +56,9 @@ struct Inner {
 }
 
 /// Why a model without a template cannot chat.
-pub const NO_CHAT_TEMPLATE: &str = "the served model has no chat template (a base model: no \
+pub const NO_CHAT_TEMPLATE: &str = "the model has no chat template (a base model: no \
      chat_template.jinja or tokenizer_config.json `chat_template` beside it, none in its GGUF \
-     metadata); use /v1/completions, or start the server with --chat-template FILE";
+     metadata); give one with --chat-template FILE, or use plain completions";
 
 /// A served model: the swappable weights plus everything that stays fixed.
 #[derive(Clone)]
