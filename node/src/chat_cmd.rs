@@ -20,18 +20,9 @@ use crate::sampler_args::SamplerArgs;
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
-    /// Checkpoint folder, HF folder or .gguf file of an instruct model.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    pub device: ruvdllm::model::DeviceSpec,
-    /// PEFT LoRA adapter folders applied to the model (see `node generate --lora`).
-    #[arg(long)]
-    pub lora: Vec<PathBuf>,
-    /// A TALoRA adapter folder applied to the model.
-    #[arg(long)]
-    pub talora: Option<PathBuf>,
+    /// The instruct model (and adapters).
+    #[command(flatten)]
+    pub base: crate::model_arg::ModelArgs,
     /// A system message at the start of the conversation.
     #[arg(long)]
     pub system: Option<String>,
@@ -135,8 +126,7 @@ impl<'a> Conversation<'a> {
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
-    crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
+    let (mut loaded, tok, _) = args.base.load()?;
     let template = crate::model_arg::chat_template(&mut loaded, args.chat_template.as_deref())?
         .map_err(|why| anyhow::anyhow!("{why}"))?;
     let mut options = args.sampler.options()?;
@@ -156,7 +146,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     if interactive {
         eprintln!(
             "chatting with {}; /reset starts over, /exit ends",
-            crate::model_arg::resolve(args.model.as_deref()).display()
+            args.base.path().display()
         );
     }
     let mut stdout = std::io::stdout();

@@ -13,21 +13,8 @@ use crate::sampler_args::SamplerArgs;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
-    /// `--features cuda`.
-    #[arg(long, default_value = "cpu")]
-    pub device: ruvdllm::model::DeviceSpec,
-    /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
-    #[arg(long)]
-    pub talora: Option<PathBuf>,
-    /// A PEFT LoRA adapter folder (`adapter_model.safetensors` + `adapter_config.json`, as
-    /// `peft` or `node finetune` writes it; LLaDA or Llama/Qwen2 module names) applied to the
-    /// model; repeat to stack several (they are merged into the weights).
-    #[arg(long)]
-    pub lora: Vec<PathBuf>,
+    #[command(flatten)]
+    pub base: crate::model_arg::ModelArgs,
     /// Built-in split: pretrain, finetune or heldout.
     #[arg(long, default_value = "heldout")]
     pub split: Split,
@@ -61,9 +48,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
-    let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
-    let adapters =
-        crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
+    let (loaded, tok, adapters) = args.base.load()?;
     let model = &loaded.model;
     // Answers are short: default to a 32-token canvas in blocks of 8 unless told otherwise.
     if args.sampler.gen_length == 64 && args.sampler.block_length == 32 {
@@ -107,7 +92,7 @@ pub fn run(mut args: EvalArgs) -> anyhow::Result<()> {
     };
     println!(
         "model {} ({}{}{}), split {}",
-        crate::model_arg::resolve(args.model.as_deref()).display(),
+        args.base.path().display(),
         loaded.kind,
         adapters,
         args.dgr

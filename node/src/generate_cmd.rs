@@ -17,21 +17,8 @@ pub struct GenerateArgs {
     /// Prompt text (repeat for a batch).
     #[arg(long, required = true)]
     pub prompt: Vec<String>,
-    /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
-    /// `--features cuda`.
-    #[arg(long, default_value = "cpu")]
-    pub device: ruvdllm::model::DeviceSpec,
-    /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
-    #[arg(long)]
-    pub talora: Option<PathBuf>,
-    /// A PEFT LoRA adapter folder (`adapter_model.safetensors` + `adapter_config.json`, as
-    /// `peft` or `node finetune` writes it; LLaDA or Llama/Qwen2 module names) applied to the
-    /// model; repeat to stack several (they are merged into the weights).
-    #[arg(long)]
-    pub lora: Vec<PathBuf>,
+    #[command(flatten)]
+    pub base: crate::model_arg::ModelArgs,
     /// Chat: each --prompt is a user message, rendered with the model's chat template (an
     /// instruct checkpoint's `chat_template.jinja`, `tokenizer_config.json` or GGUF metadata,
     /// exactly as `transformers`' `apply_chat_template`); prints only the reply.
@@ -123,9 +110,7 @@ pub fn dgr_line(rows: &[&[DgrUse]]) -> String {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
-    let adapters =
-        crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
+    let (mut loaded, tok, adapters) = args.base.load()?;
     if !adapters.is_empty() {
         eprintln!("adapters:{adapters}");
     }

@@ -8,6 +8,41 @@ use ruvdllm::candle_core::{DType, Device};
 use ruvdllm::model::{DeviceSpec, LoadedModel};
 use ruvdllm::tokenizer::{self, ChatTemplate, Tokenizer};
 
+/// The model a command runs on, and the adapters applied to it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
+    /// `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// A TALoRA adapter folder (written by `node finetune`) to apply on top of the model.
+    #[arg(long)]
+    pub talora: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder (`adapter_model.safetensors` + `adapter_config.json`, as
+    /// `peft` or `node finetune` writes it; LLaDA or Llama/Qwen2 module names) applied to the
+    /// model; repeat to stack several (they are merged into the weights).
+    #[arg(long)]
+    pub lora: Vec<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model folder or file.
+    pub fn path(&self) -> PathBuf {
+        resolve(self.model.as_deref())
+    }
+
+    /// Loads the model onto the device with its tokenizer and applies the adapters; returns
+    /// their description too (`""` without any).
+    pub fn load(&self) -> anyhow::Result<(LoadedModel, Box<dyn Tokenizer>, String)> {
+        let (mut loaded, tok) = load_on(self.model.as_deref(), self.device)?;
+        let adapters = apply_adapters(&mut loaded.model, &self.lora, self.talora.as_deref())?;
+        Ok((loaded, tok, adapters))
+    }
+}
+
 /// The model folder or file: `--model`, else the committed `tiny` base.
 pub fn resolve(model: Option<&Path>) -> PathBuf {
     model

@@ -17,19 +17,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Checkpoint folder, HF folder or .gguf file (default: the committed tiny base).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Compute device: `cpu`, `cuda` (GPU 0) or `cuda:N`; GPUs need a build with
-    /// `--features cuda`.
-    #[arg(long, default_value = "cpu")]
-    pub device: ruvdllm::model::DeviceSpec,
-    /// PEFT LoRA adapter folders applied to the model (see `node generate --lora`).
-    #[arg(long)]
-    pub lora: Vec<PathBuf>,
-    /// A TALoRA adapter folder (written by `node finetune`) applied to the model.
-    #[arg(long)]
-    pub talora: Option<PathBuf>,
+    #[command(flatten)]
+    pub base: crate::model_arg::ModelArgs,
     /// A Jinja chat template for `/v1/chat/completions` instead of the checkpoint's own (rendered
     /// like `transformers`' `apply_chat_template`, with the checkpoint's special-token strings).
     #[arg(long)]
@@ -118,10 +107,8 @@ async fn shutdown_signal() {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config();
     config.validate().context("invalid serve limits")?;
-    let path = crate::model_arg::resolve(args.model.as_deref());
-    let (mut loaded, tok) = crate::model_arg::load_on(args.model.as_deref(), args.device)?;
-    let adapters =
-        crate::model_arg::apply_adapters(&mut loaded.model, &args.lora, args.talora.as_deref())?;
+    let path = args.base.path();
+    let (mut loaded, tok, adapters) = args.base.load()?;
     tracing::info!(model = %path.display(), kind = %loaded.kind, adapters = %adapters.trim_start_matches(" + "), "model loaded");
     let id = args.model_id.clone().unwrap_or_else(|| default_id(&path));
     let chat = crate::model_arg::chat_template(&mut loaded, args.chat_template.as_deref())?;
