@@ -42,6 +42,10 @@ pub struct AggregateArgs {
     /// Reject inputs whose L2 norm exceeds this bound.
     #[arg(long)]
     pub norm_bound: Option<f64>,
+    /// Reject inputs that nearly duplicate another: cosine between the two above this (e.g.
+    /// 0.99; colluding nodes sending one vector).
+    #[arg(long)]
+    pub duplicate_bound: Option<f64>,
     /// Reject inputs whose cosine to --cosine-reference is below this.
     #[arg(long, allow_hyphen_values = true)]
     pub cosine_threshold: Option<f64>,
@@ -132,6 +136,7 @@ fn rule_config(args: &AggregateArgs) -> RuleConfig {
 fn prefilter(args: &AggregateArgs) -> Prefilter {
     Prefilter {
         norm_bound: args.norm_bound.map(NormBound::Absolute),
+        duplicate_bound: args.duplicate_bound,
         cosine_threshold: args.cosine_threshold,
         cosine_reference: args.cosine_reference,
         ..Prefilter::default()

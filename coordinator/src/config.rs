@@ -152,6 +152,9 @@ pub struct BandSection {
     pub m: Option<usize>,
     /// Reject updates with a norm above this multiple of the median norm.
     pub norm_bound_median_multiple: Option<f64>,
+    /// Reject updates whose cosine to another update is above this (near duplicates: colluding
+    /// nodes sending one vector), in (0, 1], e.g. 0.99.
+    pub duplicate_bound: Option<f64>,
     /// Reject updates with a cosine to the reference below this.
     pub cosine_threshold: Option<f64>,
     /// The cosine filter's reference: `previous` (the last global, default), `median` (the
@@ -550,6 +553,12 @@ fn band(
         }
         g.prefilter.norm_bound = Some(NormBound::MedianMultiple(k));
     }
+    if let Some(d) = s.duplicate_bound {
+        if !(d > 0.0 && d <= 1.0) {
+            return Err(invalid(&field("duplicate_bound"), "must be in (0, 1]"));
+        }
+        g.prefilter.duplicate_bound = Some(d);
+    }
     if let Some(c) = s.cosine_threshold {
         if !(-1.0..=1.0).contains(&c) {
             return Err(invalid(&field("cosine_threshold"), "must be in [-1, 1]"));
@@ -657,6 +666,16 @@ mod tests {
         assert_eq!(d.domain.weights, WeightSource::Samples);
         assert_eq!(d.fine.rule.fallback, Some(Rule::FedAvg));
         assert_eq!(d.coarse.rule.params.f, 1);
+        assert_eq!(d.fine.prefilter.duplicate_bound, None);
+        a.fine.duplicate_bound = Some(0.99);
+        assert_eq!(
+            daf_config(&a).unwrap().fine.prefilter.duplicate_bound,
+            Some(0.99)
+        );
+        a.fine.duplicate_bound = Some(1.5);
+        let e = daf_config(&a).unwrap_err().to_string();
+        assert!(e.contains("aggregation.fine.duplicate_bound"), "{e}");
+        a.fine.duplicate_bound = None;
         a.coarse.rule = Some("krumm".into());
         let e = daf_config(&a).unwrap_err().to_string();
         assert!(e.contains("aggregation.coarse.rule"), "{e}");

@@ -41,6 +41,7 @@ fn args(inputs: Vec<PathBuf>, out: PathBuf, rule: Rule, f: usize) -> AggregateAr
         m: None,
         bands: false,
         norm_bound: None,
+        duplicate_bound: None,
         cosine_threshold: None,
         cosine_reference: CosineReference::Previous,
         previous: None,

@@ -58,6 +58,10 @@ pub struct SimArgs {
     /// Norm-bound pre-filter on every band: reject updates above this multiple of the median norm.
     #[arg(long)]
     pub norm_bound: Option<f64>,
+    /// Near-duplicate pre-filter on every band: reject updates whose cosine to another update is
+    /// above this (e.g. 0.99; colluding attackers sending one vector).
+    #[arg(long)]
+    pub duplicate_filter: Option<f64>,
     /// Cosine pre-filter on every band: reject updates whose cosine to --cosine-reference is
     /// below this (replaces the domain band's default filter against the previous global).
     #[arg(long, allow_hyphen_values = true)]
@@ -283,6 +287,7 @@ impl SimConfig {
         // Added apart: one more key in the literal above exceeds json!'s recursion limit.
         v["centralized_lr"] =
             serde_json::json!(a.centralized.then(|| a.centralized_lr.unwrap_or(a.lr)));
+        v["duplicate_filter"] = serde_json::json!(a.duplicate_filter);
         v
     }
 
@@ -536,6 +541,7 @@ impl SimArgs {
                 rule,
                 fallback: self.fallback.clone(),
                 norm_bound_median_multiple: self.norm_bound,
+                duplicate_bound: self.duplicate_filter,
                 cosine_threshold: self.cosine_filter,
                 cosine_reference: self
                     .cosine_filter
@@ -627,9 +633,15 @@ mod tests {
         assert!(parse(&[]).unwrap().to_json()["centralized_lr"].is_null());
         let c = parse(&["--centralized", "--centralized-lr", "0.05"]).unwrap();
         assert_eq!(c.to_json()["centralized_lr"], 0.05);
+        let c = parse(&["--duplicate-filter", "0.99"]).unwrap();
+        for g in [&c.daf.coarse, &c.daf.domain, &c.daf.fine] {
+            assert_eq!(g.prefilter.duplicate_bound, Some(0.99));
+        }
+        assert_eq!(c.to_json()["duplicate_filter"], 0.99);
         for (bad, flag) in [
+            (&["--duplicate-filter", "1.5"][..], "duplicate"),
             (
-                &["--centralized", "--centralized-lr", "0"][..],
+                &["--centralized", "--centralized-lr", "0"],
                 "centralized-lr",
             ),
             (&["--server-opt", "fedsgd"], "server-opt"),

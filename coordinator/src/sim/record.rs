@@ -19,6 +19,8 @@ pub fn reason_kind(why: &str) -> &'static str {
         "norm-bound"
     } else if why.starts_with("cosine") {
         "cosine"
+    } else if why.starts_with("duplicate") {
+        "duplicate"
     } else if why.starts_with("not selected") {
         "not-selected"
     } else if why.starts_with("zero weight") {

@@ -4,13 +4,21 @@
 //!    every mean);
 //! 2. norm bound — reject ‖x‖ > bound, the bound either absolute or a multiple of the median
 //!    norm of the finite inputs (cheap, stops scaling attacks before distance-based rules see them);
-//! 3. cosine to a reference — reject cos < threshold. The reference is the previous global
+//! 3. near duplicates (optional) — reject every input whose cosine to another finite,
+//!    norm-bounded input exceeds a bound close to 1. Colluding nodes that send one vector (or
+//!    one vector plus a little noise) are alike in a way honest nodes with their own data never
+//!    are — FoolsGold's observation about Sybils (Fung et al. 2020) as a hard filter. Late in
+//!    training honest updates are nearly orthogonal while a colluders' −c × mean is short enough
+//!    to pass a norm bound and, against a median, a cosine near 0: this is the test that still
+//!    separates them. Both members of a pair go (an attacker copying an honest update costs that
+//!    update, never more);
+//! 4. cosine to a reference — reject cos < threshold. The reference is the previous global
 //!    (skipped when there is none or it is the zero vector, as in round 1), or, with
 //!    [`CosineReference::Median`], the coordinate-wise median of this round's inputs that passed
-//!    1–2: a direction at most f < n/2 attackers cannot turn around, available from round 1, so
+//!    1–3: a direction at most f < n/2 attackers cannot turn around, available from round 1, so
 //!    a sign-flipped or inner-product-manipulated update is refused before the rule averages it;
 //!    or [`CosineReference::Both`] (an input must pass against each reference there is);
-//! 4. optional bucketing (Karimireddy et al. 2022): the survivors are shuffled with a seeded RNG
+//! 5. optional bucketing (Karimireddy et al. 2022): the survivors are shuffled with a seeded RNG
 //!    and averaged in buckets of s, and the rule runs on the bucket means. This reduces the
 //!    variance the rule sees under heterogeneous data at the price of more Byzantine buckets.
 //!
@@ -82,6 +90,8 @@ impl std::str::FromStr for CosineReference {
 pub struct Prefilter {
     /// Reject inputs with ‖x‖ above this bound.
     pub norm_bound: Option<NormBound>,
+    /// Reject inputs whose cosine to another input is above this bound (near duplicates).
+    pub duplicate_bound: Option<f64>,
     /// Reject inputs whose cosine to [`Prefilter::cosine_reference`] is below this threshold.
     pub cosine_threshold: Option<f64>,
     /// What the cosine is measured against (default: the previous global).
@@ -110,6 +120,15 @@ impl Prefilter {
                 param: "cosine_threshold",
                 value: c.to_string(),
                 reason: "must lie in [-1, 1]",
+            });
+        }
+        if let Some(d) = self.duplicate_bound
+            && !(d > 0.0 && d <= 1.0)
+        {
+            return Err(AggregateError::InvalidFilter {
+                param: "duplicate_bound",
+                value: d.to_string(),
+                reason: "must lie in (0, 1]",
             });
         }
         if self.bucket_size == Some(0) {
@@ -151,13 +170,31 @@ impl Prefilter {
                 k * m
             }
         });
+        let in_bound = |i: usize| norms[i].is_some_and(|n| bound.is_none_or(|b| n <= b));
+        // Near duplicates among the finite, norm-bounded inputs: the first other input each one
+        // is too alike (the highest index pair first found is reported).
+        let duplicate: Vec<Option<(usize, f64)>> = match self.duplicate_bound {
+            None => vec![None; rows.len()],
+            Some(limit) => {
+                let mut dup = vec![None; rows.len()];
+                for i in (0..rows.len()).filter(|&i| in_bound(i)) {
+                    for j in (i + 1..rows.len()).filter(|&j| in_bound(j)) {
+                        if let Some(c) = kernels::cosine(rows[i], rows[j])
+                            && c > limit
+                        {
+                            dup[i].get_or_insert((j, c));
+                            dup[j].get_or_insert((i, c));
+                        }
+                    }
+                }
+                dup
+            }
+        };
         let median = match (self.cosine_reference, self.cosine_threshold) {
             (CosineReference::Median | CosineReference::Both, Some(_)) => {
-                let within: Vec<&[f32]> = rows
-                    .iter()
-                    .zip(&norms)
-                    .filter(|(_, n)| n.is_some_and(|n| bound.is_none_or(|b| n <= b)))
-                    .map(|(r, _)| *r)
+                let within: Vec<&[f32]> = (0..rows.len())
+                    .filter(|&i| in_bound(i) && duplicate[i].is_none())
+                    .map(|i| rows[i])
                     .collect();
                 (!within.is_empty())
                     .then(|| super::coordinate::median(&within, 0).ok())
@@ -197,6 +234,16 @@ impl Prefilter {
                     && norm > bound
                 {
                     rep.status = Status::Rejected(RejectReason::NormAboveBound { norm, bound });
+                    return rep;
+                }
+                if let (Some((other, cosine)), Some(bound)) =
+                    (duplicate[index], self.duplicate_bound)
+                {
+                    rep.status = Status::Rejected(RejectReason::NearDuplicate {
+                        other,
+                        cosine,
+                        bound,
+                    });
                     return rep;
                 }
                 if let Some(threshold) = self.cosine_threshold
@@ -285,6 +332,53 @@ mod tests {
         };
         let (_, kept) = rel.screen(&rows, &ids, None);
         assert_eq!(kept, vec![0, 3, 4]);
+    }
+
+    #[test]
+    fn near_duplicates_are_refused_in_pairs_and_leave_the_median() {
+        // Four near-orthogonal honest updates and three colluders sending −4 × their mean (one
+        // with a little noise): norm-bounded, and a median with them in it is no reference.
+        let mut v: Vec<Vec<f32>> = (0..4)
+            .map(|i| (0..8).map(|k| if k == i { 1.0 } else { 0.05 }).collect())
+            .collect();
+        let mean: Vec<f32> = (0..8)
+            .map(|k| v.iter().map(|r| r[k]).sum::<f32>() / 4.0)
+            .collect();
+        for a in 0..3 {
+            v.push(
+                mean.iter()
+                    .enumerate()
+                    .map(|(k, x)| -4.0 * x + if a == 2 && k == 7 { 0.01 } else { 0.0 })
+                    .collect(),
+            );
+        }
+        let rows: Vec<&[f32]> = v.iter().map(|r| r.as_slice()).collect();
+        let ids = ["h0", "h1", "h2", "h3", "a0", "a1", "a2"];
+        let pf = Prefilter {
+            norm_bound: Some(NormBound::MedianMultiple(3.0)),
+            duplicate_bound: Some(0.99),
+            cosine_threshold: Some(0.0),
+            cosine_reference: CosineReference::Median,
+            ..Default::default()
+        };
+        let (rep, kept) = pf.screen(&rows, &ids, None);
+        assert_eq!(kept, vec![0, 1, 2, 3]);
+        for r in &rep[4..] {
+            match &r.status {
+                Status::Rejected(RejectReason::NearDuplicate { other, cosine, .. }) => {
+                    assert!((4..7).contains(other) && *cosine > 0.99, "{r:?}");
+                }
+                s => panic!("{s:?}"),
+            }
+        }
+        // Honest inputs alone have no duplicates: nothing changes without colluders.
+        let (_, kept) = pf.screen(&rows[..4], &ids[..4], None);
+        assert_eq!(kept, vec![0, 1, 2, 3]);
+        let bad = Prefilter {
+            duplicate_bound: Some(1.5),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

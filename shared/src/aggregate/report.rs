@@ -17,6 +17,12 @@ pub enum RejectReason {
     NormAboveBound { norm: f64, bound: f64 },
     /// Cosine to the previous global fell below the threshold.
     CosineBelow { cosine: f64, threshold: f64 },
+    /// It nearly duplicates another input (`other`, an index): their cosine exceeds the bound.
+    NearDuplicate {
+        other: usize,
+        cosine: f64,
+        bound: f64,
+    },
     /// A selection rule (Krum, Multi-Krum, Bulyan) did not pick it.
     NotSelected { rule: Rule },
     /// Its aggregation weight was zero (e.g. no held-out improvement in a quality-weighted mean).
@@ -33,6 +39,14 @@ impl fmt::Display for RejectReason {
             Self::CosineBelow { cosine, threshold } => {
                 write!(f, "cosine {cosine:.4} < threshold {threshold:.4}")
             }
+            Self::NearDuplicate {
+                other,
+                cosine,
+                bound,
+            } => write!(
+                f,
+                "duplicate of input {other}: cosine {cosine:.4} > bound {bound:.4}"
+            ),
             Self::NotSelected { rule } => write!(f, "not selected by {rule}"),
             Self::ZeroWeight => write!(f, "zero weight"),
         }
