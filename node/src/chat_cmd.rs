@@ -113,10 +113,7 @@ impl<'a> Conversation<'a> {
             |_| std::ops::ControlFlow::Continue(()),
         )?;
         let row = &out.rows[0].ids;
-        let end = row
-            .iter()
-            .position(|&t| t == specials.eos || Some(t) == specials.eot)
-            .unwrap_or(row.len());
+        let end = specials.answer_end(row);
         let reply = self.tokenizer.decode(&row[..end]).trim().to_string();
         self.messages.push(json!({"role": "user", "content": user}));
         self.messages

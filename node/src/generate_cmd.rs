@@ -223,11 +223,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let mut generated = 0usize;
     for (prompt, row) in args.prompt.iter().zip(&out.rows) {
-        let end = row
-            .ids
-            .iter()
-            .position(|&t| t == specials.eos || Some(t) == specials.eot)
-            .unwrap_or(row.ids.len());
+        let end = specials.answer_end(&row.ids);
         generated += row.ids.len();
         let reply = tok.decode(&row.ids[..end]);
         if args.chat {

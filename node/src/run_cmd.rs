@@ -43,9 +43,19 @@ pub fn validate(args: ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the daemon builds from its model load: the trainer, plus the tokenizer and chat template
+/// its `[serve]` API needs (one load for both).
+pub struct Loaded {
+    pub trainer: TaloraTrainer,
+    pub tokenizer: Box<dyn ruvdllm::tokenizer::Tokenizer>,
+    /// The chat template, or why there is none.
+    pub chat: Result<ruvdllm::tokenizer::ChatTemplate, String>,
+}
+
 /// The TALoRA trainer for validated settings: loads the model and the node's data.
-pub fn trainer_for(settings: &Settings) -> anyhow::Result<TaloraTrainer> {
-    let (loaded, tok) = crate::model_arg::load_on(settings.model.as_deref(), settings.device)?;
+pub fn trainer_for(settings: &Settings) -> anyhow::Result<Loaded> {
+    let (mut loaded, tok) = crate::model_arg::load_on(settings.model.as_deref(), settings.device)?;
+    let chat = crate::model_arg::chat_template(&mut loaded, None)?;
     let t = &settings.train;
     // Room for BOS and at least one EOS in a packed row.
     let max_len = t.options.seq_len.saturating_sub(2);
@@ -74,7 +84,7 @@ pub fn trainer_for(settings: &Settings) -> anyhow::Result<TaloraTrainer> {
         t.options.clone(),
         t.seed,
     )?;
-    Ok(match settings.privacy {
+    let trainer = match settings.privacy {
         Some(dp) => {
             tracing::info!(
                 clip = dp.clip,
@@ -86,12 +96,21 @@ pub fn trainer_for(settings: &Settings) -> anyhow::Result<TaloraTrainer> {
             trainer.with_privacy(dp)
         }
         None => trainer,
+    };
+    Ok(Loaded {
+        trainer,
+        tokenizer: tok,
+        chat,
     })
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let mut trainer = trainer_for(&settings)?;
+    let Loaded {
+        mut trainer,
+        tokenizer,
+        chat,
+    } = trainer_for(&settings)?;
     let base = trainer.model().clone();
     let banks = Arc::new(
         LocalBanks::open(
@@ -117,10 +136,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
         }
         let api = match settings.serve_listen {
             Some(addr) => {
-                let (mut loaded, tok) = crate::model_arg::load(settings.model.as_deref())?;
-                let chat = crate::model_arg::chat_template(&mut loaded, None)?;
-                drop(loaded);
-                let tok: Arc<dyn ruvdllm::tokenizer::Tokenizer> = Arc::from(tok);
+                let tok: Arc<dyn ruvdllm::tokenizer::Tokenizer> = Arc::from(tokenizer);
                 let handle = ModelHandle::new(settings.serve_id.clone(), base.clone(), tok)?;
                 match chat {
                     Ok(t) => handle.set_chat_template(t),

@@ -16,6 +16,14 @@ pub struct SpecialTokens {
 }
 
 impl SpecialTokens {
+    /// Where a generated answer ends: the first EOS or end-of-turn id in `ids` (`ids.len()` when
+    /// there is none).
+    pub fn answer_end(&self, ids: &[u32]) -> usize {
+        ids.iter()
+            .position(|&t| t == self.eos || Some(t) == self.eot)
+            .unwrap_or(ids.len())
+    }
+
     /// The built-in byte-level vocabulary: ids 0..=255 are bytes, then mask, bos, eos, pad.
     pub const BYTE: SpecialTokens = SpecialTokens {
         mask: 256,

@@ -198,12 +198,7 @@ async fn generate(state: State, req: request::CompletionRequest) -> Result<Respo
     let mut admission = state.try_admit().ok_or(ApiError::Busy {
         max_concurrent: state.config.max_concurrent,
     })?;
-    let (id, created) = state.new_id();
-    let id = if job.chat {
-        id.replacen("cmpl-", "chatcmpl-", 1)
-    } else {
-        id
-    };
+    let (id, created) = state.new_id(if job.chat { "chatcmpl" } else { "cmpl" });
     tracing::info!(
         id,
         rows = job.rows(),

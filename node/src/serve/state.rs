@@ -110,14 +110,14 @@ impl State {
         }
     }
 
-    /// A fresh completion id and the current Unix time.
-    pub(crate) fn new_id(&self) -> (String, u64) {
+    /// A fresh id with `prefix` (`cmpl`, `chatcmpl`) and the current Unix time.
+    pub(crate) fn new_id(&self, prefix: &str) -> (String, u64) {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let salt: u32 = rand::random();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        (format!("cmpl-{salt:08x}{n:x}"), now)
+        (format!("{prefix}-{salt:08x}{n:x}"), now)
     }
 }
 

@@ -68,11 +68,13 @@ impl TextTracker {
             .position(|&t| t == s.mask)
             .unwrap_or(generated.len());
         let prefix = &generated[..committed];
-        let end = prefix.iter().position(|&t| t == s.eos || Some(t) == s.eot);
-        let (ids, mut finish) = match end {
-            Some(e) => (&prefix[..e], Some(FinishReason::Stop)),
-            None if committed == generated.len() => (prefix, Some(FinishReason::Length)),
-            None => (prefix, None),
+        let end = s.answer_end(prefix);
+        let (ids, mut finish) = if end < prefix.len() {
+            (&prefix[..end], Some(FinishReason::Stop))
+        } else if committed == generated.len() {
+            (prefix, Some(FinishReason::Length))
+        } else {
+            (prefix, None)
         };
         let mut delta = String::new();
         if let Some(echo) = self.echo.take() {

@@ -90,7 +90,8 @@ impl std::str::FromStr for CosineReference {
 pub struct Prefilter {
     /// Reject inputs with ‖x‖ above this bound.
     pub norm_bound: Option<NormBound>,
-    /// Reject inputs whose cosine to another input is above this bound (near duplicates).
+    /// Reject inputs whose cosine to another input is above this bound (near duplicates). Costs
+    /// n(n − 1)/2 cosines per band, where the other filters cost n.
     pub duplicate_bound: Option<f64>,
     /// Reject inputs whose cosine to [`Prefilter::cosine_reference`] is below this threshold.
     pub cosine_threshold: Option<f64>,
