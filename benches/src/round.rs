@@ -105,6 +105,7 @@ pub fn prepare(
             quorum: nodes,
             duration_ms: 600_000,
             max_payload_bytes: MAX_BYTES,
+            ..RoundSection::default()
         },
         aggregation: Default::default(),
         privacy: Default::default(),

@@ -127,6 +127,14 @@ pub struct RoundSection {
     pub quorum: usize,
     pub duration_ms: u64,
     pub max_payload_bytes: u64,
+    /// Client sampling (Flower's `fraction_fit`): the share of registered nodes drawn each
+    /// round, in (0, 1]. Unset: every registered node takes part in every round.
+    pub fraction_fit: Option<f64>,
+    /// Fewest nodes drawn per round (Flower's `min_fit_clients`; default 2).
+    pub min_fit_nodes: Option<usize>,
+    /// Registered nodes needed before a round is drawn (Flower's `min_available_clients`;
+    /// default `min_fit_nodes`).
+    pub min_available_nodes: Option<usize>,
 }
 
 impl Default for RoundSection {
@@ -136,7 +144,42 @@ impl Default for RoundSection {
             quorum: 3,
             duration_ms: 600_000,
             max_payload_bytes: 64 << 20,
+            fraction_fit: None,
+            min_fit_nodes: None,
+            min_available_nodes: None,
         }
+    }
+}
+
+impl RoundSection {
+    /// The client-sampling settings, checked; `None` when `fraction_fit` is unset.
+    pub fn sampling(&self) -> Result<Option<round::Sampling>, ConfigError> {
+        let Some(fraction) = self.fraction_fit else {
+            if self.min_fit_nodes.is_some() || self.min_available_nodes.is_some() {
+                return Err(invalid(
+                    "round.min_fit_nodes",
+                    "applies with round.fraction_fit (client sampling) only",
+                ));
+            }
+            return Ok(None);
+        };
+        let min_fit = self.min_fit_nodes.unwrap_or(2);
+        let s = round::Sampling {
+            fraction,
+            min_fit,
+            min_available: self.min_available_nodes.unwrap_or(min_fit),
+        };
+        s.validate().map_err(|(field, reason)| {
+            invalid(
+                match field {
+                    "fraction_fit" => "round.fraction_fit",
+                    "min_fit_nodes" => "round.min_fit_nodes",
+                    _ => "round.min_available_nodes",
+                },
+                reason,
+            )
+        })?;
+        Ok(Some(s))
     }
 }
 
@@ -414,6 +457,7 @@ impl File {
         if r.max_payload_bytes == 0 {
             return Err(invalid("round.max_payload_bytes", "must be positive"));
         }
+        let sampling = r.sampling()?;
         let transport = match self.transport {
             TransportKind::Grpc => {
                 for (field, p) in [
@@ -432,6 +476,13 @@ impl File {
         let daf = daf_config(&self.aggregation)?;
         let server_opt = server_optimizer(&self.aggregation)?;
         let central_dp = self.privacy.validate(&daf)?;
+        if sampling.is_some() && central_dp.is_some() {
+            return Err(invalid(
+                "round.fraction_fit",
+                "central DP assumes every node takes part in every round (its fixed denominator \
+                 and its accountant's sampling rate); use one or the other",
+            ));
+        }
         let (mut initial, _) = ruvdllm::delta_io::load(&self.initial_adapter)?;
         if initial.tensors.is_empty() {
             return Err(invalid("initial_adapter", "holds no tensors"));
@@ -460,6 +511,7 @@ impl File {
                 daf,
                 server_opt,
                 central_dp,
+                sampling,
             },
         })
     }
@@ -739,6 +791,32 @@ mod tests {
             ..File::default()
         };
         assert!(f.validate().unwrap_err().to_string().contains("listen"));
+        // Client sampling: ranges, and its companions only with fraction_fit.
+        let round = |fraction_fit, min_fit_nodes, min_available_nodes| RoundSection {
+            fraction_fit,
+            min_fit_nodes,
+            min_available_nodes,
+            ..RoundSection::default()
+        };
+        assert_eq!(round(None, None, None).sampling().unwrap(), None);
+        let s = round(Some(0.3), None, None).sampling().unwrap().unwrap();
+        assert_eq!((s.min_fit, s.min_available), (2, 2));
+        for (r, field) in [
+            (round(Some(0.0), None, None), "round.fraction_fit"),
+            (round(Some(2.0), None, None), "round.fraction_fit"),
+            (round(Some(0.5), Some(0), None), "round.min_fit_nodes"),
+            (
+                round(Some(0.5), Some(3), Some(2)),
+                "round.min_available_nodes",
+            ),
+            (round(None, Some(3), None), "round.min_fit_nodes"),
+        ] {
+            let e = r.sampling().unwrap_err().to_string();
+            assert!(e.contains(field), "{r:?}: {e}");
+        }
+        let text = "[round]\nfraction_fit = 0.2\nmin_fit_nodes = 3\n";
+        let f: File = toml::from_str(text).unwrap();
+        assert_eq!(f.round.sampling().unwrap().unwrap().min_fit, 3);
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub fn status(e: ServiceError) -> Status {
                 }
                 RejectKind::BaseModelMismatch
                 | RejectKind::StaleRound
-                | RejectKind::FutureRound => tonic::Code::FailedPrecondition,
+                | RejectKind::FutureRound
+                | RejectKind::NotSelected => tonic::Code::FailedPrecondition,
                 RejectKind::Duplicate | RejectKind::Replayed => tonic::Code::AlreadyExists,
                 RejectKind::Oversized => tonic::Code::ResourceExhausted,
                 RejectKind::Malformed | RejectKind::NonFinite => tonic::Code::InvalidArgument,

@@ -172,14 +172,12 @@ impl Service {
         };
         machine.set_revoked(revocation.current());
         let blob = Arc::new(GlobalBlob::encode(machine.round(), machine.global())?);
-        let ann = Announcement {
-            round: machine.round(),
-            global_hash: blob.hash.clone(),
-            run_seed: machine.config().run_seed,
-            deadline_unix_ms: machine.deadline_ms(),
-            quorum: machine.config().quorum as u32,
-            min_nodes: machine.config().min_nodes as u32,
-        };
+        let ann = announcement(
+            &machine,
+            machine.round(),
+            blob.hash.clone(),
+            machine.deadline_ms(),
+        );
         metrics.current_round.set(machine.round() as i64);
         let (announce, _) = watch::channel(ann);
         Ok(Arc::new(Self {
@@ -608,17 +606,31 @@ impl Service {
                             .set(g.machine.state().dp_clip.unwrap_or(dp.clip));
                     }
                     tracing::info!(round, deadline_ms, extended, "round announced");
-                    self.announce.send_replace(Announcement {
-                        round,
-                        global_hash: hash,
-                        run_seed: g.machine.config().run_seed,
-                        deadline_unix_ms: deadline_ms,
-                        quorum: g.machine.config().quorum as u32,
-                        min_nodes: g.machine.config().min_nodes as u32,
-                    });
+                    self.announce
+                        .send_replace(announcement(&g.machine, round, hash, deadline_ms));
                 }
             }
         }
         Ok(refused)
+    }
+}
+
+/// The announcement of round `round` (the machine's open round) with its participation.
+fn announcement(
+    machine: &Machine,
+    round: u64,
+    global_hash: String,
+    deadline_ms: u64,
+) -> Announcement {
+    let p = machine.participation();
+    Announcement {
+        round,
+        global_hash,
+        run_seed: machine.config().run_seed,
+        deadline_unix_ms: deadline_ms,
+        quorum: p.quorum as u32,
+        min_nodes: p.min_nodes as u32,
+        sample_size: p.sample_size as u32,
+        selected: p.selected,
     }
 }

@@ -322,3 +322,64 @@ async fn central_dp_from_the_config_file_privatizes_the_round_and_reports_epsilo
     // Every update's norm is above 1: the adaptive bound grows for round 2.
     assert!(gauge("dp_clip") > 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sampling_announces_the_draw_and_refuses_the_others() {
+    let fx = Fixture::new(&["n1", "n2", "n3"]);
+    let mut file = fx.config(1, 3, 60_000);
+    // One of three nodes per round, drawn once all three are registered.
+    file.round.fraction_fit = Some(0.34);
+    file.round.min_fit_nodes = Some(1);
+    file.round.min_available_nodes = Some(3);
+    let running = daemon::start(file.validate().unwrap()).await.unwrap();
+    let addr = running.addr;
+    let mut clients = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        let mut c = connect(addr, fx.tls(Some(n))).await;
+        assert_eq!(register(&mut c, n, BASE).await.unwrap(), 1);
+        clients.push(c);
+    }
+    // Round 1 is announced again once drawn: one node, the wanted size, quorum capped.
+    let ann = loop {
+        let a = wait_round(&mut clients[0], 1).await;
+        if !a.selected.is_empty() {
+            break a;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (
+            ann.sample_size,
+            ann.selected.len(),
+            ann.quorum,
+            ann.min_nodes
+        ),
+        (1, 1, 1, 1)
+    );
+    let drawn = ann.selected[0].clone();
+    let idx = |n: &str| ["n1", "n2", "n3"].iter().position(|x| *x == n).unwrap();
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != drawn)
+        .unwrap();
+    let refused = submit(
+        &mut clients[idx(other)],
+        &Update::new(other, &layout_delta(1.0)),
+        1,
+    )
+    .await
+    .expect_err("not drawn");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(reject_kind(&refused), Some(RejectKind::NotSelected));
+    // The drawn node's update alone closes the round.
+    submit(
+        &mut clients[idx(&drawn)],
+        &Update::new(&drawn, &layout_delta(2.0)),
+        1,
+    )
+    .await
+    .unwrap();
+    let next = wait_round(&mut clients[0], 2).await;
+    assert_eq!(next.selected.len(), 1);
+    running.shutdown().await.unwrap();
+}

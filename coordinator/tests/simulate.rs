@@ -364,6 +364,112 @@ fn processes_mode_runs_each_node_as_its_own_process() {
 }
 
 #[test]
+fn a_partition_redeals_the_data_and_node_processes_train_on_the_same_samples() {
+    // `--partition` pools the nodes' samples and deals them again; node processes get their
+    // part as JSONL files (prompts and domains kept) and must train exactly what in-process
+    // nodes train: the same global comes out.
+    let bin = env!("CARGO_BIN_EXE_coordinator");
+    let args = [
+        "--rounds",
+        "1",
+        "--rule",
+        "fedavg",
+        "--partition",
+        "dirichlet:1",
+        "--model",
+        "../shared/assets/tiny",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (domains, _) = simulate(dir.path(), &args[..4]);
+    let (inproc, _) = simulate(dir.path(), &args);
+    let procs_dir = tempfile::tempdir().unwrap();
+    let (procs, _) = simulate(
+        procs_dir.path(),
+        &[&args[..], &["--processes", "--node-bin", bin]].concat(),
+    );
+    let loss = |r: &Report| r.rounds[0].quality.heldout_loss;
+    assert_eq!(loss(&inproc), loss(&procs));
+    assert_ne!(
+        loss(&inproc),
+        loss(&domains),
+        "the partition must change the data"
+    );
+    // The report counts each node's data: the same pool, dealt otherwise.
+    let total = |r: &Report| r.data.iter().map(|d| d.train + d.validation).sum::<usize>();
+    assert_eq!((inproc.data.len(), total(&inproc)), (3, total(&domains)));
+    assert_ne!(inproc.data, domains.data);
+    assert_eq!(procs.data, inproc.data);
+    assert!(
+        domains.data.iter().all(|d| d.domains.len() == 1),
+        "{:?}",
+        domains.data
+    );
+    let node = procs_dir.path().join("nodes/node-00");
+    let toml = std::fs::read_to_string(node.join("node.toml")).unwrap();
+    assert!(
+        toml.contains("train.jsonl") && toml.contains("validation.jsonl"),
+        "{toml}"
+    );
+    let first = std::fs::read_to_string(node.join("train.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert!(
+        first["prompt"].is_string() && first["domain"].is_string(),
+        "{first}"
+    );
+}
+
+#[test]
+fn client_sampling_trains_only_the_drawn_nodes_in_both_modes() {
+    // One of three nodes per round (Flower's fraction_fit with min_fit_clients 1): each round's
+    // row holds the drawn node only; the centralized baseline trains for the steps it spent.
+    let bin = env!("CARGO_BIN_EXE_coordinator");
+    let args = [
+        "--fraction-fit",
+        "0.34",
+        "--min-fit-nodes",
+        "1",
+        "--model",
+        "../shared/assets/tiny",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (report, lines) = simulate(dir.path(), &[&args[..], &["--centralized"]].concat());
+    assert!(
+        lines[0].contains("2 rounds × 1 drawn nodes"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(report.rounds.len(), 2);
+    for r in &report.rounds {
+        assert_eq!((r.nodes.len(), r.accepted, r.rejected), (1, 1, 0), "{r:?}");
+        assert!(
+            r.nodes[0].socket_up > r.nodes[0].codec_up,
+            "{:?}",
+            r.nodes[0]
+        );
+    }
+    assert!(report.centralized.is_some());
+    assert_eq!(report.config["fraction_fit"], 0.34);
+
+    // Node processes skip the rounds they were not drawn for: the same draws, one journal line
+    // per round a node took part in.
+    let procs_dir = tempfile::tempdir().unwrap();
+    let (procs, _) = simulate(
+        procs_dir.path(),
+        &[&args[..], &["--processes", "--node-bin", bin]].concat(),
+    );
+    let drawn =
+        |r: &Report| -> Vec<String> { r.rounds.iter().map(|x| x.nodes[0].node.clone()).collect() };
+    assert_eq!(drawn(&procs), drawn(&report));
+    for r in &procs.rounds {
+        assert_eq!((r.nodes.len(), r.accepted), (1, 1), "{r:?}");
+    }
+    let first = &drawn(&procs)[0];
+    let log = std::fs::read_to_string(procs_dir.path().join("nodes").join(first).join("node.log"))
+        .unwrap();
+    assert!(log.contains("update accepted"), "{log}");
+}
+
+#[test]
 fn local_dp_is_the_node_daemons_own_and_draws_the_same_noise_in_both_modes() {
     // The in-process nodes and `node run` daemons privatize in the same place (the node's
     // trainer, `[privacy]` in node.toml), seeded alike: the same global comes out.

@@ -138,13 +138,15 @@ impl Libp2pSection {
     }
 }
 
-/// `[data]`: a built-in domain and split, or corpus files (one sample per line).
+/// `[data]`: a built-in domain and split, or corpus files (text cut into chunks, or `.jsonl` samples).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Data {
     pub domain: String,
     pub split: String,
     pub corpus: Vec<PathBuf>,
+    /// Local validation files (text or `.jsonl`); when set, every `corpus` sample trains.
+    pub validation_corpus: Vec<PathBuf>,
     /// This node's shard of the domain's fine-tuning data, out of `shards` nodes sharing it.
     pub shard: usize,
     pub shards: usize,
@@ -160,11 +162,70 @@ impl Default for Data {
             domain: "arithmetic".into(),
             split: "finetune".into(),
             corpus: Vec::new(),
+            validation_corpus: Vec::new(),
             shard: 0,
             shards: 1,
             samples: 256,
             validation: 16,
         }
+    }
+}
+
+impl Data {
+    /// Where the node's samples come from (checked: shards, counts, files).
+    pub fn source(&self) -> Result<DataSource, ConfigError> {
+        if self.shards == 0 || self.shard >= self.shards {
+            return Err(invalid(
+                "data.shard",
+                format!("shard {} of {} shards", self.shard, self.shards),
+            ));
+        }
+        if self.samples == 0 || self.validation == 0 {
+            return Err(invalid(
+                "data.samples",
+                "samples and validation must be positive",
+            ));
+        }
+        if self.corpus.is_empty() && !self.validation_corpus.is_empty() {
+            return Err(invalid(
+                "data.validation_corpus",
+                "needs data.corpus (the built-in data brings its own validation samples)",
+            ));
+        }
+        Ok(if self.corpus.is_empty() {
+            let split: ruvdllm::data::Split = self
+                .split
+                .parse()
+                .map_err(|e| invalid("data.split", format!("{e}")))?;
+            if self.shards > 1 && split != ruvdllm::data::Split::Finetune {
+                return Err(invalid(
+                    "data.shards",
+                    "shards apply to the finetune split only",
+                ));
+            }
+            DataSource::Builtin {
+                domain: self
+                    .domain
+                    .parse()
+                    .map_err(|e| invalid("data.domain", format!("{e}")))?,
+                split,
+                shard: self.shard,
+                shards: self.shards,
+            }
+        } else {
+            for (key, files) in [
+                ("data.corpus", &self.corpus),
+                ("data.validation_corpus", &self.validation_corpus),
+            ] {
+                if let Some(p) = files.iter().find(|p| !p.is_file()) {
+                    return Err(invalid(key, format!("{} is not a file", p.display())));
+                }
+            }
+            DataSource::Corpus {
+                train: self.corpus.clone(),
+                validation: self.validation_corpus.clone(),
+            }
+        })
     }
 }
 
@@ -450,6 +511,7 @@ impl File {
             paths.push(&mut f.base_model);
         }
         paths.extend(f.data.corpus.iter_mut());
+        paths.extend(f.data.validation_corpus.iter_mut());
         if !f.banks.dir.as_os_str().is_empty() {
             paths.push(&mut f.banks.dir);
         }
@@ -545,48 +607,7 @@ impl File {
             }
             TransportKind::Libp2p => ClientTarget::Libp2p(self.libp2p.validate()?),
         };
-        let d = &self.data;
-        if d.shards == 0 || d.shard >= d.shards {
-            return Err(invalid(
-                "data.shard",
-                format!("shard {} of {} shards", d.shard, d.shards),
-            ));
-        }
-        if d.samples == 0 || d.validation == 0 {
-            return Err(invalid(
-                "data.samples",
-                "samples and validation must be positive",
-            ));
-        }
-        let data = if self.data.corpus.is_empty() {
-            let split: ruvdllm::data::Split = d
-                .split
-                .parse()
-                .map_err(|e| invalid("data.split", format!("{e}")))?;
-            if d.shards > 1 && split != ruvdllm::data::Split::Finetune {
-                return Err(invalid(
-                    "data.shards",
-                    "shards apply to the finetune split only",
-                ));
-            }
-            DataSource::Builtin {
-                domain: d
-                    .domain
-                    .parse()
-                    .map_err(|e| invalid("data.domain", format!("{e}")))?,
-                split,
-                shard: d.shard,
-                shards: d.shards,
-            }
-        } else {
-            if let Some(p) = self.data.corpus.iter().find(|p| !p.is_file()) {
-                return Err(invalid(
-                    "data.corpus",
-                    format!("{} is not a file", p.display()),
-                ));
-            }
-            DataSource::Corpus(self.data.corpus.clone())
-        };
+        let data = self.data.source()?;
         let serve_listen = if self.serve.listen.is_empty() {
             None
         } else {
@@ -623,8 +644,8 @@ impl File {
                 heartbeat: Duration::from_secs(self.heartbeat_secs),
             },
             data,
-            samples: d.samples,
-            validation: d.validation,
+            samples: self.data.samples,
+            validation: self.data.validation,
             model: (!self.base_model.as_os_str().is_empty()).then(|| self.base_model.clone()),
             device,
             train: self.train.validate()?,
@@ -718,6 +739,40 @@ mod tests {
         };
         let e = f.validate().unwrap_err().to_string();
         assert!(e.contains("device") && e.contains("cuda:N"), "{e}");
+        // A validation corpus needs a training corpus, and every file must exist.
+        let dir = tempfile::tempdir().unwrap();
+        let train = dir.path().join("train.jsonl");
+        std::fs::write(&train, "{\"answer\": \"a\"}\n").unwrap();
+        let with_data = |corpus: Vec<PathBuf>, validation_corpus: Vec<PathBuf>| Data {
+            corpus,
+            validation_corpus,
+            ..Data::default()
+        };
+        let e = with_data(vec![], vec![train.clone()])
+            .source()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data.validation_corpus") && e.contains("needs data.corpus"),
+            "{e}"
+        );
+        let e = with_data(vec![train.clone()], vec![dir.path().join("missing.jsonl")])
+            .source()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data.validation_corpus") && e.contains("not a file"),
+            "{e}"
+        );
+        assert_eq!(
+            with_data(vec![train.clone()], vec![train.clone()])
+                .source()
+                .unwrap(),
+            DataSource::Corpus {
+                train: vec![train.clone()],
+                validation: vec![train]
+            }
+        );
     }
 
     #[test]

@@ -185,6 +185,7 @@ async fn node_daemon_serves_the_latest_global() {
             quorum: 3,
             duration_ms: 120_000,
             max_payload_bytes: 1 << 24,
+            ..RoundSection::default()
         },
         aggregation: Default::default(),
         privacy: Default::default(),

@@ -136,6 +136,7 @@ fn cluster(transport: TransportKind) -> Cluster {
             quorum: 3,
             duration_ms: 120_000,
             max_payload_bytes: 1 << 20,
+            ..RoundSection::default()
         },
         aggregation: Default::default(),
         privacy: Default::default(),

@@ -25,10 +25,11 @@ pub enum RejectKind {
     Oversized,
     Malformed,
     NonFinite,
+    NotSelected,
 }
 
 impl RejectKind {
-    pub const ALL: [RejectKind; 11] = [
+    pub const ALL: [RejectKind; 12] = [
         RejectKind::UnknownNode,
         RejectKind::Revoked,
         RejectKind::IdentityMismatch,
@@ -40,6 +41,7 @@ impl RejectKind {
         RejectKind::Oversized,
         RejectKind::Malformed,
         RejectKind::NonFinite,
+        RejectKind::NotSelected,
     ];
 
     /// The wire code (also the Prometheus label).
@@ -56,6 +58,7 @@ impl RejectKind {
             RejectKind::Oversized => "oversized",
             RejectKind::Malformed => "malformed",
             RejectKind::NonFinite => "non-finite",
+            RejectKind::NotSelected => "not-selected",
         }
     }
 }

@@ -18,6 +18,17 @@ pub struct Announcement {
     pub deadline_unix_ms: u64,
     pub quorum: u32,
     pub min_nodes: u32,
+    /// Client sampling: 0 = every registered node takes part; else the nodes drawn for this
+    /// round are `selected` (empty while the draw waits for enough registered nodes).
+    pub sample_size: u32,
+    pub selected: Vec<String>,
+}
+
+impl Announcement {
+    /// Whether `node` may train and submit in this round.
+    pub fn selects(&self, node: &str) -> bool {
+        self.sample_size == 0 || self.selected.iter().any(|s| s == node)
+    }
 }
 
 /// What a node declares before uploading its payload.
@@ -75,6 +86,8 @@ impl TryFrom<pb::RoundAnnouncement> for Announcement {
             deadline_unix_ms: m.deadline_unix_ms,
             quorum: m.quorum,
             min_nodes: m.min_nodes,
+            sample_size: m.sample_size,
+            selected: m.selected,
         })
     }
 }
@@ -88,6 +101,8 @@ impl From<Announcement> for pb::RoundAnnouncement {
             deadline_unix_ms: a.deadline_unix_ms,
             quorum: a.quorum,
             min_nodes: a.min_nodes,
+            sample_size: a.sample_size,
+            selected: a.selected,
         }
     }
 }
@@ -170,8 +185,25 @@ mod tests {
             deadline_unix_ms: 1000,
             quorum: 3,
             min_nodes: 3,
+            sample_size: 0,
+            selected: vec![],
         };
         let m: pb::RoundAnnouncement = a.clone().into();
         assert_eq!(Announcement::try_from(m).unwrap(), a);
+        assert!(a.selects("anyone"));
+        let sampled = Announcement {
+            sample_size: 2,
+            selected: vec!["n1".into(), "n4".into()],
+            ..a.clone()
+        };
+        let m: pb::RoundAnnouncement = sampled.clone().into();
+        assert_eq!(Announcement::try_from(m).unwrap(), sampled);
+        assert!(sampled.selects("n4") && !sampled.selects("n2"));
+        // Drawn later: nobody is selected yet.
+        let pending = Announcement {
+            selected: vec![],
+            ..sampled
+        };
+        assert!(!pending.selects("n1"));
     }
 }

@@ -53,6 +53,8 @@ pub struct CloseReport {
     pub groups: Vec<GroupSummary>,
     /// Set when aggregation refused and the global adapter was left unchanged.
     pub failed: Option<String>,
+    /// Client sampling: the nodes drawn for this round (`None`: every registered node).
+    pub selected: Option<Vec<String>>,
 }
 
 /// The DAF inputs of a round in node-id order (what an offline replay must use too).
@@ -130,6 +132,7 @@ pub fn close_round(
         closed_at_ms: now_ms,
         groups: Vec::new(),
         failed: None,
+        selected: None,
     };
     // The pre-round global is the "previous global" of the cosine pre-filter (an all-zero global,
     // as before round 1's aggregation, disables it).

@@ -15,12 +15,23 @@
 //! again. Re-opening from scratch would throw away valid work from nodes that were on time and
 //! make them train again on the same global; extending keeps it and only waits for more nodes.
 //!
+//! **Client sampling** (Flower's `fraction_fit`, [`Sampling`]): when a round opens, and once at
+//! least `min_available` nodes are registered, the machine draws `max(⌊registered · fraction⌋,
+//! min_fit)` of them (seeded by the run seed, the round and its extensions, so a restarted
+//! coordinator draws the same); only those may submit, and the round closes when they all have
+//! (quorum and `min_nodes` are capped at the draw). A round opened before enough nodes registered
+//! is drawn at the registration that makes them enough, and its deadline restarts from that
+//! moment. A round extended for lack of updates keeps the nodes it accepted and draws the rest
+//! again from the registered nodes, so a drawn node that died does not stall the run.
+//!
 //! **Aggregation refused** (e.g. every domain-band weight is zero and no fallback is configured):
 //! the round is closed without changing the global adapter, recorded as failed, and the next round
 //! opens; a round never stays stuck on inputs that cannot be aggregated.
 
 use std::collections::BTreeMap;
 
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use ruvdllm::aggregate::daf::DafConfig;
 use ruvdllm::aggregate::{ServerOptimizer, ServerState};
 use ruvdllm::codec;
@@ -48,6 +59,65 @@ pub struct Config {
     pub server_opt: ServerOptimizer,
     /// Central DP-FedAvg at close (`None`: off); needs uniform FedAvg in every band.
     pub central_dp: Option<super::dp::CentralDp>,
+    /// Client sampling (`None`: every registered node takes part in every round).
+    pub sampling: Option<Sampling>,
+}
+
+/// Client sampling, as Flower's strategies do it: each round draws `max(⌊registered · fraction⌋,
+/// min_fit)` registered nodes, once at least `min_available` are registered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Share of the registered nodes drawn per round, in (0, 1].
+    pub fraction: f64,
+    /// Fewest nodes drawn (≥ 1).
+    pub min_fit: usize,
+    /// Registered nodes needed before a round is drawn (≥ `min_fit`).
+    pub min_available: usize,
+}
+
+impl Sampling {
+    /// Checks the ranges; names the offending field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.fraction.is_finite() && self.fraction > 0.0 && self.fraction <= 1.0) {
+            return Err((
+                "fraction_fit",
+                format!("must be in (0, 1], got {}", self.fraction),
+            ));
+        }
+        if self.min_fit == 0 {
+            return Err(("min_fit_nodes", "must be at least 1".into()));
+        }
+        if self.min_available < self.min_fit {
+            return Err((
+                "min_available_nodes",
+                format!(
+                    "{} is below min_fit_nodes {}",
+                    self.min_available, self.min_fit
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Nodes drawn among `registered`, or `None` while fewer than `min_available` are registered.
+    pub fn size(&self, registered: usize) -> Option<usize> {
+        if registered < self.min_available.max(1) {
+            return None;
+        }
+        let share = (registered as f64 * self.fraction).floor() as usize;
+        Some(share.max(self.min_fit).min(registered))
+    }
+}
+
+/// Who takes part in the open round, as the announcement carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Participation {
+    pub quorum: usize,
+    pub min_nodes: usize,
+    /// 0: every registered node; else the nodes wanted.
+    pub sample_size: usize,
+    /// The drawn nodes (empty while the draw waits).
+    pub selected: Vec<String>,
 }
 
 /// A node's update as the service hands it over: declared metadata plus the decode result.
@@ -165,14 +235,20 @@ impl Machine {
             .zip(deltas)
             .map(|(meta, delta)| Pending { meta, delta })
             .collect();
-        Self {
+        let mut m = Self {
             cfg,
             state,
             global,
             server_state,
             pending,
             revoked: Default::default(),
+        };
+        // Sampling switched on since the state was written (or its draw was still waiting):
+        // draw now if enough nodes are registered; announcing is the service's start-up.
+        if m.cfg.sampling.is_some() && m.state.selected.is_none() {
+            m.draw();
         }
+        m
     }
 
     pub fn config(&self) -> &Config {
@@ -205,6 +281,81 @@ impl Machine {
         self.pending.len()
     }
 
+    /// Who takes part in the open round: quorum and `min_nodes` capped at the draw.
+    pub fn participation(&self) -> Participation {
+        let (quorum, min_nodes) = (self.quorum(), self.min_nodes());
+        match (&self.cfg.sampling, &self.state.selected) {
+            (None, _) => Participation {
+                quorum,
+                min_nodes,
+                sample_size: 0,
+                selected: Vec::new(),
+            },
+            (Some(s), selected) => Participation {
+                quorum,
+                min_nodes,
+                sample_size: selected.as_ref().map_or_else(
+                    || s.size(self.state.registered.len()).unwrap_or(s.min_fit),
+                    |d| d.len().max(1),
+                ),
+                selected: selected.iter().flatten().cloned().collect(),
+            },
+        }
+    }
+
+    /// Updates at which the open round closes early.
+    fn quorum(&self) -> usize {
+        match &self.state.selected {
+            Some(d) if self.cfg.sampling.is_some() => self.cfg.quorum.min(d.len()).max(1),
+            _ => self.cfg.quorum,
+        }
+    }
+
+    /// Updates needed to aggregate at the deadline.
+    fn min_nodes(&self) -> usize {
+        match &self.state.selected {
+            Some(d) if self.cfg.sampling.is_some() => self.cfg.min_nodes.min(d.len()).max(1),
+            _ => self.cfg.min_nodes,
+        }
+    }
+
+    /// Draws the open round's nodes (client sampling): keeps those already accepted, fills the
+    /// rest from the other registered nodes in a seeded order. Returns whether a draw was made.
+    fn draw(&mut self) -> bool {
+        let Some(sampling) = self.cfg.sampling else {
+            self.state.selected = None;
+            return false;
+        };
+        let Some(size) = sampling.size(self.state.registered.len()) else {
+            self.state.selected = None;
+            return false;
+        };
+        let kept: std::collections::BTreeSet<String> =
+            self.pending.iter().map(|p| p.meta.node.clone()).collect();
+        let mut others: Vec<&String> = self
+            .state
+            .registered
+            .iter()
+            .filter(|n| !kept.contains(*n))
+            .collect();
+        let seed = self.state.run_seed
+            ^ self.state.round.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ u64::from(self.state.extensions).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        others.shuffle(&mut rng);
+        let mut drawn = kept;
+        let want = size.saturating_sub(drawn.len());
+        drawn.extend(others.into_iter().take(want).cloned());
+        tracing::info!(
+            round = self.state.round,
+            drawn = drawn.len(),
+            registered = self.state.registered.len(),
+            "nodes drawn for the round"
+        );
+        self.state.selected = Some(drawn);
+        true
+    }
+
     /// Marks nodes as revoked without emitting actions (the revocation list read at start).
     pub fn set_revoked(&mut self, nodes: impl IntoIterator<Item = String>) {
         self.revoked = nodes.into_iter().collect();
@@ -230,6 +381,18 @@ impl Machine {
             return Err(Reject::FutureRound {
                 got: round,
                 current,
+            });
+        }
+        if self.cfg.sampling.is_some()
+            && !self
+                .state
+                .selected
+                .as_ref()
+                .is_some_and(|s| s.contains(node))
+        {
+            return Err(Reject::NotSelected {
+                node: node.into(),
+                round,
             });
         }
         if self.pending.iter().any(|p| p.meta.node == node) {
@@ -262,14 +425,14 @@ impl Machine {
             Event::Register {
                 node,
                 base_model_hash,
-            } => self.register(node, base_model_hash, &mut out),
+            } => self.register(now_ms, node, base_model_hash, &mut out),
             Event::Submit(s) => self.submit(now_ms, s, &mut out),
             Event::NodeRevoked { node } => self.revoke(node, &mut out),
         }
         out
     }
 
-    fn register(&mut self, node: String, hash: String, out: &mut Vec<Action>) {
+    fn register(&mut self, now_ms: u64, node: String, hash: String, out: &mut Vec<Action>) {
         if self.revoked.contains(&node) {
             out.push(Action::Rejected {
                 reason: Reject::Revoked { node: node.clone() },
@@ -288,10 +451,22 @@ impl Machine {
                 node,
             });
         } else {
-            if self.state.registered.insert(node.clone()) {
+            let new = self.state.registered.insert(node.clone());
+            if new {
                 out.push(Action::Persist);
             }
             out.push(Action::Registered { node });
+            // A round opened before enough nodes were registered is drawn now; its nodes get a
+            // whole round from this moment.
+            if self.cfg.sampling.is_some() && self.state.selected.is_none() && self.draw() {
+                self.state.deadline_ms = now_ms.saturating_add(self.cfg.round_ms);
+                out.push(Action::Persist);
+                out.push(Action::Announce {
+                    round: self.state.round,
+                    deadline_ms: self.state.deadline_ms,
+                    extended: false,
+                });
+            }
         }
     }
 
@@ -315,7 +490,7 @@ impl Machine {
                 });
                 self.pending.push(Pending { meta, delta });
                 out.push(Action::Persist);
-                if self.pending.len() >= self.cfg.quorum {
+                if self.pending.len() >= self.quorum() {
                     self.close(now_ms, out);
                 }
             }
@@ -369,18 +544,20 @@ impl Machine {
     }
 
     fn check_deadline(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        if now_ms < self.state.deadline_ms && self.pending.len() < self.cfg.quorum {
+        if now_ms < self.state.deadline_ms && self.pending.len() < self.quorum() {
             return;
         }
-        if self.pending.len() >= self.cfg.min_nodes {
+        if self.pending.len() >= self.min_nodes() {
             self.close(now_ms, out);
         } else if now_ms >= self.state.deadline_ms {
             self.state.deadline_ms = now_ms.saturating_add(self.cfg.round_ms);
             self.state.extensions += 1;
+            // Drawn nodes that never answered are replaced (the accepted ones stay).
+            self.draw();
             tracing::warn!(
                 round = self.state.round,
                 accepted = self.pending.len(),
-                min_nodes = self.cfg.min_nodes,
+                min_nodes = self.min_nodes(),
                 "too few updates at the deadline; round extended"
             );
             out.push(Action::Persist);
@@ -401,7 +578,7 @@ impl Machine {
             clip: self.state.dp_clip.unwrap_or(d.clip),
             ..d
         });
-        let (new_global, report) = close_round(
+        let (new_global, mut report) = close_round(
             round,
             &self.global,
             &inputs,
@@ -419,12 +596,16 @@ impl Machine {
                 self.state.dp_clip = Some(dp.next_clip(round, &norms));
             }
         }
+        if self.cfg.sampling.is_some() {
+            report.selected = Some(self.state.selected.iter().flatten().cloned().collect());
+        }
         self.pending.clear();
         self.state.accepted.clear();
         self.state.round = round + 1;
         self.state.opened_at_ms = now_ms;
         self.state.deadline_ms = now_ms.saturating_add(self.cfg.round_ms);
         self.state.extensions = 0;
+        self.draw();
         let oldest = self.state.round.saturating_sub(REPLAY_WINDOW_ROUNDS);
         self.state.seen.retain(|_, r| *r >= oldest);
         out.push(Action::StoreGlobal {

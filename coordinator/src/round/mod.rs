@@ -12,7 +12,7 @@ pub mod state;
 
 pub use close::{CloseReport, GroupSummary, Screen};
 pub use dp::CentralDp;
-pub use machine::{Action, Config, Event, Machine, Submission};
+pub use machine::{Action, Config, Event, Machine, Participation, Sampling, Submission};
 pub use reject::Reject;
 pub use state::{AcceptedMeta, RoundState};
 

@@ -30,6 +30,8 @@ pub enum Reject {
     Malformed { reason: String },
     #[error("payload has non-finite values: {detail}")]
     NonFinite { detail: String },
+    #[error("node `{node}` was not drawn for round {round} (client sampling)")]
+    NotSelected { node: String, round: u64 },
 }
 
 impl Reject {
@@ -46,6 +48,7 @@ impl Reject {
             Reject::Oversized { .. } => RejectKind::Oversized,
             Reject::Malformed { .. } => RejectKind::Malformed,
             Reject::NonFinite { .. } => RejectKind::NonFinite,
+            Reject::NotSelected { .. } => RejectKind::NotSelected,
         }
     }
 

@@ -39,6 +39,10 @@ pub struct RoundState {
     /// Central DP's clip bound for the open round when it adapts (`None`: the configured one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp_clip: Option<f64>,
+    /// Client sampling: the nodes drawn for the open round (`None`: sampling is off, or the
+    /// draw waits for enough registered nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<BTreeSet<String>>,
 }
 
 /// Current [`RoundState::version`].
@@ -63,6 +67,7 @@ impl RoundState {
             registered: BTreeSet::new(),
             seen: BTreeMap::new(),
             dp_clip: None,
+            selected: None,
         }
     }
 }

@@ -33,6 +33,7 @@ fn cfg() -> Config {
         daf: DafConfig::new(0),
         server_opt: ServerOptimizer::default(),
         central_dp: None,
+        sampling: None,
     }
 }
 
@@ -624,4 +625,231 @@ fn adaptive_central_clip_moves_and_is_persisted_with_the_state() {
     assert_eq!(back.dp_clip, Some(next));
     close_with(&mut m, 2, 3.0);
     assert!(m.state().dp_clip.unwrap() > next);
+}
+
+fn sampled(fraction: f64, min_fit: usize, min_available: usize) -> Config {
+    Config {
+        sampling: Some(Sampling {
+            fraction,
+            min_fit,
+            min_available,
+        }),
+        ..cfg()
+    }
+}
+
+fn announced(acts: &[Action]) -> Option<(u64, u64)> {
+    acts.iter().find_map(|a| match a {
+        Action::Announce {
+            round, deadline_ms, ..
+        } => Some((*round, *deadline_ms)),
+        _ => None,
+    })
+}
+
+#[test]
+fn sampling_sizes_follow_flower() {
+    let s = Sampling {
+        fraction: 0.2,
+        min_fit: 2,
+        min_available: 3,
+    };
+    // max(⌊n · fraction⌋, min_fit), capped at n; nothing below min_available.
+    let sizes: Vec<_> = [0, 2, 3, 9, 10, 14, 15, 100].map(|n| s.size(n)).to_vec();
+    assert_eq!(
+        sizes,
+        vec![
+            None,
+            None,
+            Some(2),
+            Some(2),
+            Some(2),
+            Some(2),
+            Some(3),
+            Some(20)
+        ]
+    );
+    let all = Sampling {
+        fraction: 1.0,
+        min_fit: 5,
+        min_available: 5,
+    };
+    assert_eq!(all.size(7), Some(7));
+    for (bad, field) in [
+        (Sampling { fraction: 0.0, ..s }, "fraction_fit"),
+        (
+            Sampling {
+                fraction: 1.01,
+                ..s
+            },
+            "fraction_fit",
+        ),
+        (
+            Sampling {
+                fraction: f64::NAN,
+                ..s
+            },
+            "fraction_fit",
+        ),
+        (Sampling { min_fit: 0, ..s }, "min_fit_nodes"),
+        (
+            Sampling {
+                min_available: 1,
+                ..s
+            },
+            "min_available_nodes",
+        ),
+    ] {
+        assert_eq!(bad.validate().unwrap_err().0, field);
+    }
+}
+
+#[test]
+fn sampling_draws_waits_refuses_and_closes_on_the_draw() {
+    // 2 of 5 nodes per round, drawn once all 5 are registered.
+    let mut m = Machine::new(sampled(0.4, 2, 5), layout(0.0), 0);
+    for n in ["a", "b", "c", "d"] {
+        let acts = m.handle(10, register(n, HASH));
+        assert_eq!(announced(&acts), None, "no draw before 5 are registered");
+        assert_eq!(m.participation().selected, Vec::<String>::new());
+        assert_eq!(m.participation().sample_size, 2);
+    }
+    // Nobody is drawn yet: every submission is refused.
+    assert!(matches!(
+        rejected(&m.handle(20, sub("a", 1, "h0", 1.0))),
+        Some(Reject::NotSelected { round: 1, .. })
+    ));
+    // The fifth registration draws round 1 and restarts its deadline from that moment.
+    let acts = m.handle(500, register("e", HASH));
+    assert_eq!(announced(&acts), Some((1, 1500)));
+    assert!(acts.contains(&Action::Persist));
+    let p = m.participation();
+    assert_eq!(
+        (p.sample_size, p.selected.len(), p.quorum, p.min_nodes),
+        (2, 2, 2, 2)
+    );
+    assert_eq!(m.state().selected.as_ref().map(|s| s.len()), Some(2));
+    // The same draw again from the same seed and round: a restarted coordinator agrees.
+    let mut again = Machine::new(sampled(0.4, 2, 5), layout(0.0), 0);
+    for n in ["e", "d", "c", "b", "a"] {
+        again.handle(10, register(n, HASH));
+    }
+    assert_eq!(again.participation().selected, p.selected);
+
+    let out = ["a", "b", "c", "d", "e"]
+        .into_iter()
+        .find(|n| !p.selected.iter().any(|s| s == n))
+        .unwrap();
+    assert!(matches!(
+        rejected(&m.handle(600, sub(out, 1, "h1", 1.0))),
+        Some(Reject::NotSelected { round: 1, .. })
+    ));
+    assert_eq!(
+        Reject::NotSelected {
+            node: out.into(),
+            round: 1
+        }
+        .kind(),
+        ruvdllm_proto::RejectKind::NotSelected
+    );
+    // The round closes as soon as both drawn nodes submitted (quorum 4 capped at the draw).
+    assert!(closed(&m.handle(700, sub(&p.selected[0], 1, "h2", 1.0))).is_none());
+    let acts = m.handle(800, sub(&p.selected[1], 1, "h3", 3.0));
+    let report = closed(&acts).expect("closed on the draw");
+    assert_eq!(report.selected.as_deref(), Some(&p.selected[..]));
+    assert_eq!(report.nodes.len(), 2);
+    assert_eq!(announced(&acts), Some((2, 1800)));
+    // Round 2 is drawn at once (everyone is registered), with another seed.
+    assert_eq!(m.participation().selected.len(), 2);
+
+    // Draws over many rounds reach every node: nobody is starved.
+    let mut seen = std::collections::BTreeSet::new();
+    for r in 2..40u64 {
+        let drawn = m.participation().selected;
+        seen.extend(drawn.iter().cloned());
+        for (k, n) in drawn.iter().enumerate() {
+            m.handle(800 + 10 * r, sub(n, r, &format!("r{r}-{k}"), 0.1));
+        }
+        assert_eq!(m.round(), r + 1);
+    }
+    assert_eq!(seen.len(), 5);
+}
+
+#[test]
+fn sampling_redraws_the_missing_nodes_at_an_extension() {
+    let mut m = Machine::new(sampled(0.4, 2, 2), layout(0.0), 0);
+    for n in ["a", "b", "c", "d", "e"] {
+        m.handle(0, register(n, HASH));
+    }
+    // min_available 2: drawn at the second registration, among the first two.
+    let first = m.participation().selected;
+    assert_eq!(first.len(), 2);
+    let (keep, gone) = (first[0].clone(), first[1].clone());
+    assert!(
+        m.handle(100, sub(&keep, 1, "k", 1.0))
+            .contains(&Action::Accepted {
+                node: keep.clone(),
+                round: 1,
+                payload_sha256: "k".into()
+            })
+    );
+    // `gone` never answers: at the deadline the round is extended, `keep` stays drawn and its
+    // update stays accepted; the second place is drawn again.
+    let acts = m.handle(1001, Event::Tick);
+    assert!(closed(&acts).is_none());
+    assert!(matches!(
+        acts.iter().find(|a| matches!(a, Action::Announce { .. })),
+        Some(Action::Announce { extended: true, .. })
+    ));
+    let second = m.participation().selected;
+    assert!(second.contains(&keep), "{second:?}");
+    assert_eq!(m.accepted_count(), 1);
+    // Until a draw replaces it, the missing node may still answer; once replaced, it may not.
+    if !second.contains(&gone) {
+        assert!(matches!(
+            rejected(&m.handle(1100, sub(&gone, 1, "g", 1.0))),
+            Some(Reject::NotSelected { .. })
+        ));
+    }
+    let other = second.iter().find(|n| **n != keep).unwrap().clone();
+    let acts = m.handle(1200, sub(&other, 1, "o", 1.0));
+    assert!(closed(&acts).is_some());
+}
+
+#[test]
+fn without_sampling_everyone_takes_part() {
+    let m = machine();
+    let p = m.participation();
+    assert_eq!(
+        (p.sample_size, p.selected.len(), p.quorum, p.min_nodes),
+        (0, 0, 4, 3)
+    );
+    assert_eq!(m.state().selected, None);
+}
+
+#[test]
+fn sampling_switched_on_at_a_restart_draws_and_keeps_the_draw_across_restarts() {
+    // A run without sampling restarts with it: the restored machine draws at once.
+    let m = machine();
+    let mut r = Machine::restore(
+        sampled(0.4, 2, 2),
+        m.state().clone(),
+        m.global().clone(),
+        ServerState::default(),
+        vec![],
+    );
+    let drawn = r.participation().selected;
+    assert_eq!(drawn.len(), 2);
+    // The draw is persisted state: a second restart keeps exactly it.
+    let again = Machine::restore(
+        sampled(0.4, 2, 2),
+        r.state().clone(),
+        r.global().clone(),
+        ServerState::default(),
+        vec![],
+    );
+    assert_eq!(again.participation().selected, drawn);
+    let acts = r.handle(10, sub(&drawn[0], 1, "x", 1.0));
+    assert!(rejected(&acts).is_none());
+    assert!(closed(&r.handle(11, sub(&drawn[1], 1, "y", 1.0))).is_some());
 }

@@ -1,7 +1,7 @@
 //! The centralized baseline (`--centralized`): the same TALoRA training (same spec, run seed,
 //! batch, sequence length, band schedule, and learning rate unless `--centralized-lr` sets its
 //! own) on the union of the honest nodes' training data, for the same total number of optimizer steps the federation spent
-//! (nodes × rounds × local steps), evaluated on the same held-out split. Federated learning is
+//! (nodes — or, with client sampling, the nodes drawn per round — × rounds × local steps), evaluated on the same held-out split. Federated learning is
 //! judged by how much of this improvement it keeps.
 
 use rand::SeedableRng;
@@ -22,7 +22,13 @@ pub fn run(prep: &Prepared) -> anyhow::Result<Quality> {
         }
     }
     anyhow::ensure!(!examples.is_empty(), "no honest training data");
-    let steps = a.nodes * a.rounds as usize * a.local_steps;
+    // The optimizer steps the federation spent: every node, or the drawn ones, each round.
+    let per_round = prep
+        .cfg
+        .sampling
+        .and_then(|s| s.size(a.nodes))
+        .unwrap_or(a.nodes);
+    let steps = per_round * a.rounds as usize * a.local_steps;
     let opts = train::TrainOptions {
         steps,
         lr: a.centralized_lr.unwrap_or(a.lr),

@@ -9,13 +9,17 @@
 //!
 //! Data: with the built-in split, node i trains on domain `i mod 5`, shard `i div 5` of the nodes
 //! sharing that domain — ten nodes give two disjoint shards per domain. With `--corpus`, one file
-//! per node when the counts match, otherwise every file's chunks dealt round-robin to the nodes.
+//! per node when the counts match, otherwise every file's samples dealt round-robin to the nodes.
+//! With `--partition iid|dirichlet:α`, those same samples (training and validation of every node
+//! of the layout) are pooled and split again by `ruvdllm::data::partition`, the sample's domain as
+//! the label; each node then keeps a tenth of its part (at most `--validation`) for validation.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ruvdllm::adapter::{Shape, Spec, Talora};
+use ruvdllm::data::partition::Scheme;
 use ruvdllm::data::{self, Domain, Sample, Split};
 use ruvdllm_node::daemon::any_client::{ClientTarget, P2pTarget};
 use ruvdllm_node::daemon::grpc_client::Target;
@@ -160,6 +164,7 @@ pub fn coordinator_settings(
     daf: ruvdllm::aggregate::daf::DafConfig,
     server_opt: ruvdllm::aggregate::ServerOptimizer,
     central_dp: Option<round::CentralDp>,
+    sampling: Option<round::Sampling>,
     round_timeout_ms: u64,
 ) -> Settings {
     Settings {
@@ -184,6 +189,7 @@ pub fn coordinator_settings(
             daf,
             server_opt,
             central_dp,
+            sampling,
         },
     }
 }
@@ -200,9 +206,74 @@ pub fn builtin_source(i: usize, n: usize) -> DataSource {
     }
 }
 
-/// Every node's data. `max_len` bounds corpus chunks (bytes). Built-in data is laid out as
-/// for `layout` nodes (≥ `n`; the first `n` of them take part).
-pub fn node_data(
+/// Where the nodes' data comes from and how it is split.
+#[derive(Debug, Clone)]
+pub struct DataPlan<'a> {
+    /// Nodes taking part.
+    pub nodes: usize,
+    /// Nodes the data is laid out for (≥ `nodes`; the first `nodes` of them take part).
+    pub layout: usize,
+    /// Training samples per node (built-in), or the cap on corpus samples.
+    pub samples: usize,
+    pub validation: usize,
+    pub corpus: &'a [PathBuf],
+    /// Bound on corpus text chunks (bytes).
+    pub max_len: usize,
+    /// `None`: the built-in domain layout (or the corpus files as given).
+    pub partition: Option<Scheme>,
+    /// Seeds the partition's draws.
+    pub seed: u64,
+}
+
+/// Every node's data (module docs).
+pub fn node_data(plan: &DataPlan<'_>) -> anyhow::Result<Vec<LocalData>> {
+    let Some(scheme) = plan.partition else {
+        return laid_out(
+            plan.nodes,
+            plan.layout,
+            plan.samples,
+            plan.validation,
+            plan.corpus,
+            plan.max_len,
+        );
+    };
+    let layout = plan.layout.max(plan.nodes);
+    let pool: Vec<Sample> = if plan.corpus.is_empty() {
+        laid_out(
+            layout,
+            layout,
+            plan.samples,
+            plan.validation,
+            &[],
+            plan.max_len,
+        )?
+        .into_iter()
+        .flat_map(|d| d.train.into_iter().chain(d.validation))
+        .collect()
+    } else {
+        data::corpus::load(plan.corpus, plan.max_len).context("reading --corpus")?
+    };
+    // Flower's default minimum part (10), lowered for small pools so a split stays possible.
+    let min_size = (pool.len() / layout / 2).clamp(2, 10);
+    let parts = data::partition::split(pool, layout, scheme, min_size, plan.seed ^ PARTITION_SEED)
+        .with_context(|| format!("--partition {scheme}"))?;
+    Ok(parts
+        .into_iter()
+        .take(plan.nodes)
+        .map(|mut train| {
+            let keep = (train.len() / 10).clamp(1, plan.validation);
+            let validation = train.split_off(train.len() - keep);
+            LocalData { train, validation }
+        })
+        .collect())
+}
+
+/// Mixed into `--seed` for the partition's draws.
+const PARTITION_SEED: u64 = 0x9A27_1710_4D15_7A1B;
+
+/// The data without a partition: the built-in layout for `layout` nodes (the first `n` take
+/// part), or the corpus files.
+fn laid_out(
     n: usize,
     layout: usize,
     samples: usize,
@@ -225,7 +296,10 @@ pub fn node_data(
             .enumerate()
             .map(|(i, p)| {
                 local_data::load(
-                    &DataSource::Corpus(vec![p.clone()]),
+                    &DataSource::Corpus {
+                        train: vec![p.clone()],
+                        validation: Vec::new(),
+                    },
                     samples,
                     validation,
                     max_len,
@@ -290,17 +364,27 @@ mod tests {
                 shards: 1
             }
         );
-        let data = node_data(10, 10, 8, 2, &[], 38).unwrap();
+        let plan = |nodes, layout| DataPlan {
+            nodes,
+            layout,
+            samples: 8,
+            validation: 2,
+            corpus: &[],
+            max_len: 38,
+            partition: None,
+            seed: 0,
+        };
+        let data = node_data(&plan(10, 10)).unwrap();
         assert!(data[0].train.iter().all(|s| !data[5].train.contains(s)));
         // The first 7 nodes of a 10-node layout hold exactly what they hold in the 10-node run.
-        let seven = node_data(7, 10, 8, 2, &[], 38).unwrap();
+        let seven = node_data(&plan(7, 10)).unwrap();
         assert_eq!(seven.len(), 7);
         for (a, b) in seven.iter().zip(&data) {
             assert_eq!(a.train, b.train);
             assert_eq!(a.validation, b.validation);
         }
         // A 7-node layout gives domains 2..5 one node each, with all of that domain's shard.
-        let own = node_data(7, 7, 8, 2, &[], 38).unwrap();
+        let own = node_data(&plan(7, 7)).unwrap();
         assert_ne!(own[4].train, data[4].train);
     }
 
@@ -310,12 +394,78 @@ mod tests {
         let p = dir.path().join("c.txt");
         let text: String = (0..40).map(|i| format!("sentence {i}\n")).collect();
         std::fs::write(&p, text).unwrap();
-        let data = node_data(3, 3, 100, 2, std::slice::from_ref(&p), 12).unwrap();
-        assert_eq!(data.len(), 3);
+        let files = [p];
+        let plan = |nodes, partition| DataPlan {
+            nodes,
+            layout: nodes,
+            samples: 100,
+            validation: 2,
+            corpus: &files,
+            max_len: 12,
+            partition,
+            seed: 0,
+        };
+        for partition in [
+            None,
+            Some(Scheme::Iid),
+            Some(Scheme::Dirichlet { alpha: 1.0 }),
+        ] {
+            let data = node_data(&plan(3, partition)).unwrap();
+            assert_eq!(data.len(), 3);
+            assert!(
+                data.iter()
+                    .all(|d| !d.train.is_empty() && !d.validation.is_empty())
+            );
+            assert!(node_data(&plan(30, partition)).is_err());
+        }
+    }
+
+    #[test]
+    fn partitions_redeal_the_layouts_samples() {
+        let plan = |nodes, partition| DataPlan {
+            nodes,
+            layout: 10,
+            samples: 16,
+            validation: 2,
+            corpus: &[],
+            max_len: 38,
+            partition,
+            seed: 5,
+        };
+        let all = |d: &[LocalData]| {
+            let mut v: Vec<Sample> = d
+                .iter()
+                .flat_map(|d| d.train.iter().chain(&d.validation).cloned())
+                .collect();
+            v.sort_by(|a, b| (&a.prompt, &a.answer).cmp(&(&b.prompt, &b.answer)));
+            v
+        };
+        let domains = node_data(&plan(10, None)).unwrap();
+        // Node 0 of the domain layout holds one domain only.
         assert!(
-            data.iter()
-                .all(|d| !d.train.is_empty() && !d.validation.is_empty())
+            domains[0]
+                .train
+                .iter()
+                .all(|s| s.domain == Some(Domain::ALL[0]))
         );
-        assert!(node_data(30, 30, 100, 2, &[p], 12).is_err());
+        let distinct = |d: &LocalData| {
+            let mut v: Vec<_> = d.train.iter().map(|s| s.domain).collect();
+            v.sort();
+            v.dedup();
+            v.len()
+        };
+        for scheme in [Scheme::Iid, Scheme::Dirichlet { alpha: 0.5 }] {
+            let parts = node_data(&plan(10, Some(scheme))).unwrap();
+            // The same samples, dealt again; every node keeps 1..=2 for validation.
+            assert_eq!(all(&parts), all(&domains), "{scheme}");
+            assert!(parts.iter().all(|d| (1..=2).contains(&d.validation.len())));
+            // The first 7 nodes of the layout get exactly their parts of the 10-node split.
+            let seven = node_data(&plan(7, Some(scheme))).unwrap();
+            assert_eq!(seven[..], parts[..7]);
+            if scheme == Scheme::Iid {
+                // 180 samples over 5 domains dealt at random: every node sees several domains.
+                assert!(parts.iter().all(|d| distinct(d) >= 3));
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ use ruvdllm::aggregate::daf::DafConfig;
 use ruvdllm::aggregate::{ServerOptSpec, ServerOptimizer};
 use ruvdllm::attack::Attack;
 use ruvdllm::codec::Mode;
+use ruvdllm::data::partition::Scheme;
 use serde::Serialize;
 
 use crate::config::{Aggregation, BandSection};
@@ -132,6 +133,14 @@ pub struct SimArgs {
     /// fedadam / fedyogi / fedadagrad: τ (defaults 1e-9 / 1e-3 / 1e-9).
     #[arg(long)]
     pub server_tau: Option<f64>,
+    /// Client sampling (Flower's fraction_fit): each round the coordinator draws
+    /// max(⌊nodes · F⌋, --min-fit-nodes) nodes and only they train; F in (0, 1]. The
+    /// centralized baseline then trains for the steps the drawn nodes spent.
+    #[arg(long)]
+    pub fraction_fit: Option<f64>,
+    /// Fewest nodes drawn per round with --fraction-fit (Flower's min_fit_clients).
+    #[arg(long, default_value_t = 2)]
+    pub min_fit_nodes: usize,
     /// Each node keeps its AdamW moments from one round to the next (`[train]
     /// keep_optimizer_state` in node.toml) instead of starting every round afresh.
     #[arg(long)]
@@ -150,9 +159,16 @@ pub struct SimArgs {
     /// Local validation samples per node.
     #[arg(long, default_value_t = 4)]
     pub validation: usize,
-    /// Text files instead of the built-in data: one per node, or split across the nodes.
+    /// Text or `.jsonl` sample files instead of the built-in data: one per node, or split across
+    /// the nodes.
     #[arg(long, num_args = 1..)]
     pub corpus: Vec<PathBuf>,
+    /// How the data is split among the nodes: `domains` (built-in: two nodes per domain, each
+    /// with its own shard of the domain's facts; corpus: as given), `iid` (the same samples
+    /// pooled, shuffled and dealt evenly) or `dirichlet:ALPHA` (pooled, then label-skewed as
+    /// Flower's DirichletPartitioner, the domain as label; small ALPHA = few domains per node).
+    #[arg(long, default_value = "domains")]
+    pub partition: String,
     /// Run each node as its own OS process (`node run --config <generated node.toml>`).
     #[arg(long)]
     pub processes: bool,
@@ -224,6 +240,10 @@ pub struct SimConfig {
     pub central_dp: Option<crate::round::CentralDp>,
     /// Indices of the Byzantine nodes.
     pub attackers: Vec<usize>,
+    /// `--partition` (`None`: domains).
+    pub partition: Option<Scheme>,
+    /// `--fraction-fit` (`None`: every node trains every round).
+    pub sampling: Option<crate::round::Sampling>,
 }
 
 impl SimArgs {
@@ -288,6 +308,12 @@ impl SimConfig {
         v["centralized_lr"] =
             serde_json::json!(a.centralized.then(|| a.centralized_lr.unwrap_or(a.lr)));
         v["duplicate_filter"] = serde_json::json!(a.duplicate_filter);
+        v["fraction_fit"] = serde_json::json!(a.fraction_fit);
+        v["min_fit_nodes"] = serde_json::json!(self.sampling.map(|s| s.min_fit));
+        v["partition"] = serde_json::json!(
+            self.partition
+                .map_or_else(|| "domains".to_string(), |p| p.to_string())
+        );
         v
     }
 
@@ -295,7 +321,7 @@ impl SimConfig {
     pub fn summary(&self) -> String {
         let a = &self.args;
         format!(
-            "{} nodes{} ({} Byzantine{}), {} rounds × {} local steps (batch {} × {} tokens, lr {}{}), \
+            "{} nodes{}{} ({} Byzantine{}), {} rounds{} × {} local steps (batch {} × {} tokens, lr {}{}), \
              codec {}, rule {}{}, {} transport{}, seed {}, held-out {} per domain",
             a.nodes,
             a.layout_nodes
@@ -304,12 +330,18 @@ impl SimConfig {
                     " with the data of the first {} of {l}",
                     a.nodes
                 )),
+            self.partition
+                .map_or(String::new(), |p| format!(", data split {p}")),
             a.byzantine,
             self.attack.map_or(String::new(), |x| format!(
                 ": {}",
                 a.attack.as_deref().unwrap_or(x.name())
             )),
             a.rounds,
+            self.sampling.map_or(String::new(), |s| format!(
+                " × {} drawn nodes",
+                s.size(a.nodes).unwrap_or(0)
+            )),
             a.local_steps,
             a.batch_size,
             a.seq_len,
@@ -520,6 +552,43 @@ impl SimArgs {
             }
             _ => None,
         };
+        let partition = match self.partition.as_str() {
+            "domains" => None,
+            spec => Some(
+                spec.parse::<Scheme>()
+                    .map_err(|e| invalid("partition", e.to_string()))?,
+            ),
+        };
+        let sampling = match self.fraction_fit {
+            None => None,
+            Some(fraction) => {
+                let s = crate::round::Sampling {
+                    fraction,
+                    min_fit: self.min_fit_nodes.min(self.nodes),
+                    // Every node registers before round 1 is drawn.
+                    min_available: self.nodes,
+                };
+                if self.min_fit_nodes == 0 {
+                    return Err(invalid("min-fit-nodes", "must be at least 1"));
+                }
+                s.validate()
+                    .map_err(|(_, reason)| invalid("fraction-fit", reason))?;
+                if self.byzantine > 0 {
+                    return Err(invalid(
+                        "fraction-fit",
+                        "the colluding attackers wait for every honest update of a round; run \
+                         attacks without client sampling",
+                    ));
+                }
+                if self.dp_central {
+                    return Err(invalid(
+                        "fraction-fit",
+                        "central DP assumes every node takes part in every round",
+                    ));
+                }
+                Some(s)
+            }
+        };
         Ok(SimConfig {
             mode,
             attack,
@@ -527,6 +596,8 @@ impl SimArgs {
             server_opt,
             central_dp,
             attackers,
+            partition,
+            sampling,
             args: self,
         })
     }
@@ -605,6 +676,60 @@ mod tests {
         }
         assert_eq!(c.to_json()["fallback"], "fedavg");
         assert_eq!(c.to_json()["keep_optimizer_state"], false);
+        assert_eq!(
+            (c.partition, &c.to_json()["partition"]),
+            (None, &serde_json::json!("domains"))
+        );
+        let c = parse(&["--partition", "dirichlet:0.5"]).unwrap();
+        assert_eq!(c.partition, Some(Scheme::Dirichlet { alpha: 0.5 }));
+        assert_eq!(c.to_json()["partition"], "dirichlet:0.5");
+        assert!(
+            c.summary().contains("data split dirichlet:0.5"),
+            "{}",
+            c.summary()
+        );
+        assert_eq!(
+            parse(&["--partition", "iid"]).unwrap().partition,
+            Some(Scheme::Iid)
+        );
+        for bad in ["dirichlet:0", "dirichlet", "Domains", "zipf"] {
+            match parse(&["--partition", bad]) {
+                Err(SimConfigError::Invalid {
+                    flag: "partition", ..
+                }) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert_eq!(c.sampling, None);
+        let c = parse(&["--fraction-fit", "0.2"]).unwrap();
+        let s = c.sampling.unwrap();
+        assert_eq!(
+            (s.fraction, s.min_fit, s.min_available, s.size(10)),
+            (0.2, 2, 10, Some(2))
+        );
+        assert!(
+            c.summary()
+                .contains("4 rounds × 2 drawn nodes × 6 local steps"),
+            "{}",
+            c.summary()
+        );
+        assert_eq!(c.to_json()["fraction_fit"], 0.2);
+        for bad in [
+            &["--fraction-fit", "0"][..],
+            &["--fraction-fit", "1.5"],
+            &["--fraction-fit", "NaN"],
+            &["--fraction-fit", "0.5", "--min-fit-nodes", "0"],
+            &[
+                "--fraction-fit",
+                "0.5",
+                "--byzantine",
+                "2",
+                "--attack",
+                "gaussian",
+            ],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
         let c = parse(&["--keep-optimizer-state"]).unwrap();
         assert!(c.args.keep_optimizer_state);
         assert!(c.summary().contains("AdamW state kept across rounds"));

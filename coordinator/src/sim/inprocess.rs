@@ -129,6 +129,8 @@ pub async fn drive(
 
     let mut closed_rx = running.service.closed_rounds();
     let mut rounds = Vec::new();
+    // Nodes that train each round: all, or the coordinator's draw (client sampling).
+    let expected = prep.cfg.sampling.and_then(|s| s.size(n)).unwrap_or(n);
     for r in 1..=a.rounds {
         obs.round_started(r);
         let start = Instant::now();
@@ -136,8 +138,8 @@ pub async fn drive(
         let wait = async {
             let mut done_rx = recorder.subscribe();
             loop {
-                obs.nodes_done(recorder.done_count(r), n);
-                if recorder.done_count(r) == n {
+                obs.nodes_done(recorder.done_count(r), expected);
+                if recorder.done_count(r) >= expected {
                     break;
                 }
                 if done_rx.changed().await.is_err() {
@@ -160,7 +162,9 @@ pub async fn drive(
             }
         };
         let views: Vec<NodeView> = (0..n)
+            .filter(|&i| super::run::took_part(&closed, i))
             .map(|i| NodeView {
+                node: i,
                 events: recorder.get(i, r),
                 before: recorder.bytes_before(i, r),
                 attacker: prep.cfg.is_attacker(i),

@@ -201,6 +201,7 @@ mod tests {
             centralized: None,
             dp_epsilon: None,
             reproduce: String::new(),
+            data: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let files = write_all(&report, dir.path()).unwrap();

@@ -111,7 +111,7 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
         validation: a.validation,
         ..Data::default()
     };
-    if a.corpus.is_empty() {
+    if a.corpus.is_empty() && prep.cfg.partition.is_none() {
         if let DataSource::Builtin {
             domain,
             split,
@@ -125,16 +125,27 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
             data.shards = shards;
         }
     } else {
+        // The samples this node holds in-process, exactly: training and validation files of
+        // JSON lines (prompts and domains kept).
         let d = &prep.data[i];
-        let text: String = d
-            .train
-            .iter()
-            .chain(&d.validation)
-            .map(|s| format!("{}\n", s.answer))
-            .collect();
-        let path = dir.join("corpus.txt");
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        data.corpus = vec![path];
+        let write = |name: &str, samples: &[ruvdllm::data::Sample]| -> anyhow::Result<PathBuf> {
+            let path = dir.join(name);
+            let mut text = String::new();
+            for s in samples {
+                let mut line = serde_json::json!({"prompt": s.prompt, "answer": s.answer});
+                if let Some(domain) = s.domain {
+                    line["domain"] = domain.name().into();
+                }
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            Ok(path)
+        };
+        data.corpus = vec![write("train.jsonl", &d.train)?];
+        data.validation_corpus = vec![write("validation.jsonl", &d.validation)?];
+        data.samples = d.train.len();
+        data.validation = d.validation.len();
     }
     let opts = super::inprocess::node_train_options(prep);
     let file = NodeFile {
@@ -333,6 +344,9 @@ async fn rounds(
         };
         let mut views = Vec::with_capacity(a.nodes);
         for (i, before) in bytes_before.iter().enumerate() {
+            if !super::run::took_part(&closed, i) {
+                continue;
+            }
             let wait = if closed.report.nodes.contains(&node_id(i)) {
                 Duration::from_secs(10)
             } else {
@@ -347,14 +361,15 @@ async fn rounds(
                 },
             };
             views.push(NodeView {
+                node: i,
                 before: *before,
                 events,
                 attacker: false,
             });
         }
-        for (b, v) in bytes_before.iter_mut().zip(&views) {
+        for v in &views {
             if v.events.done_at.is_some() {
-                *b = v.events.bytes_at_done;
+                bytes_before[v.node] = v.events.bytes_at_done;
             }
         }
         out.push(finish_round(prep, obs, r, start, &views, &closed).await?);

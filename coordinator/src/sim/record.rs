@@ -34,6 +34,8 @@ pub fn reason_kind(why: &str) -> &'static str {
 
 /// One node as the record builder sees it.
 pub struct NodeView {
+    /// The node's index (`node-{index:02}`).
+    pub node: usize,
     pub events: NodeEvents,
     /// Socket counters when the previous round ended.
     pub before: Bytes,
@@ -44,7 +46,8 @@ fn secs(later: Option<Instant>, earlier: Instant) -> f64 {
     later.map_or(0.0, |t| t.saturating_duration_since(earlier).as_secs_f64())
 }
 
-/// Builds round `round`'s row; `start` is when its announcement was released.
+/// Builds round `round`'s row from the nodes that took part; `start` is when its announcement
+/// was released.
 pub fn build(
     round: u64,
     start: Instant,
@@ -71,8 +74,8 @@ pub fn build(
     };
     let mut rejected_by_reason: BTreeMap<String, usize> = BTreeMap::new();
     let mut rows = Vec::with_capacity(nodes.len());
-    for (i, v) in nodes.iter().enumerate() {
-        let id = node_id(i);
+    for v in nodes {
+        let id = node_id(v.node);
         let e = &v.events;
         let refusal = e.outcome.clone().flatten();
         if let Some(code) = &refusal {
@@ -209,12 +212,14 @@ mod tests {
                     ],
                 }],
                 failed: None,
+                selected: None,
             },
             aggregate: Duration::from_millis(5),
             global: Arc::new(Delta::new(vec![]).unwrap()),
             closed_at: start + Duration::from_millis(50),
         };
-        let ev = |up, outcome: Option<Option<String>>| NodeView {
+        let ev = |node, up, outcome: Option<Option<String>>| NodeView {
+            node,
             events: NodeEvents {
                 fetched_at: Some(start + Duration::from_millis(10)),
                 train_end: Some(start + Duration::from_millis(30)),
@@ -227,9 +232,9 @@ mod tests {
             attacker: false,
         };
         let nodes = vec![
-            ev(11, Some(None)),
-            ev(21, Some(None)),
-            ev(5, Some(Some("stale-round".into()))),
+            ev(0, 11, Some(None)),
+            ev(1, 21, Some(None)),
+            ev(2, 5, Some(Some("stale-round".into()))),
         ];
         let q = Quality {
             heldout_loss: 1.0,

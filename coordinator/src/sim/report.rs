@@ -176,6 +176,46 @@ pub struct Report {
     /// The command that recomputes the last round's held-out figures from its saved adapter.
     #[serde(default)]
     pub reproduce: String,
+    /// What each node trained on: sample counts, by domain (how skewed `--partition` made it).
+    #[serde(default)]
+    pub data: Vec<NodeData>,
+}
+
+/// One node's local data, counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeData {
+    pub node: String,
+    pub train: usize,
+    pub validation: usize,
+    /// Training samples per domain (`text` for samples without one).
+    pub domains: BTreeMap<String, usize>,
+}
+
+impl NodeData {
+    pub fn new(node: String, d: &ruvdllm_node::daemon::local_data::LocalData) -> Self {
+        let mut domains = BTreeMap::new();
+        for s in &d.train {
+            *domains
+                .entry(s.domain.map_or("text", |d| d.name()).to_string())
+                .or_insert(0) += 1;
+        }
+        Self {
+            node,
+            train: d.train.len(),
+            validation: d.validation.len(),
+            domains,
+        }
+    }
+
+    /// `node-03 64 (arithmetic 40, facts 24)`.
+    pub fn line(&self) -> String {
+        let parts: Vec<String> = self
+            .domains
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        format!("{} {} ({})", self.node, self.train, parts.join(", "))
+    }
 }
 
 impl Report {
@@ -326,12 +366,32 @@ mod tests {
             centralized: None,
             dp_epsilon: None,
             reproduce: String::new(),
+            data: vec![NodeData::new(
+                "node-00".into(),
+                &ruvdllm_node::daemon::local_data::LocalData {
+                    train: vec![
+                        ruvdllm::data::Sample {
+                            domain: Some(ruvdllm::data::Domain::Facts),
+                            prompt: "p".into(),
+                            answer: "a".into(),
+                        },
+                        ruvdllm::data::Sample {
+                            domain: None,
+                            prompt: String::new(),
+                            answer: "t".into(),
+                        },
+                    ],
+                    validation: vec![],
+                },
+            )],
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("report.json");
         report.write(&path).unwrap();
         let back = Report::read(&path).unwrap();
         assert_eq!(back.rounds, report.rounds);
+        assert_eq!(back.data, report.data);
+        assert_eq!(report.data[0].line(), "node-00 2 (facts 1, text 1)");
         assert!((back.loss_improvement() - 0.2).abs() < 1e-12);
         let row = table_row(&back.rounds[0]);
         assert!(row.contains("2.5 kB") && row.contains("1.20 MB") && row.contains("25.0%"));

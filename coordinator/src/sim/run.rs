@@ -23,7 +23,7 @@ use super::cluster::{self, OutDir};
 use super::config::SimConfig;
 use super::evaluate::Evaluator;
 use super::record::{self, NodeView};
-use super::report::{Quality, Report, RoundRecord, SocketTotals, table_row};
+use super::report::{NodeData, Quality, Report, RoundRecord, SocketTotals, table_row};
 use crate::certs::Layout;
 use crate::daemon::Running;
 use crate::service::ClosedRound;
@@ -121,12 +121,31 @@ pub struct Driven {
     pub sockets: Option<SocketTotals>,
 }
 
+/// Whether node `i` took part in a closed round: every node, or one the coordinator drew.
+pub fn took_part(closed: &ClosedRound, i: usize) -> bool {
+    closed
+        .report
+        .selected
+        .as_ref()
+        .is_none_or(|s| s.contains(&cluster::node_id(i)))
+}
+
 /// Runs a whole simulation.
 pub fn run(cfg: SimConfig, obs: &dyn Observer) -> anyhow::Result<Report> {
     let wall = Instant::now();
     crate::daemon::install_crypto();
     let prep = prepare(cfg)?;
     obs.line(&format!("settings: {}", prep.cfg.summary()));
+    let data: Vec<NodeData> = prep
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| NodeData::new(cluster::node_id(i), d))
+        .collect();
+    if prep.cfg.partition.is_some() {
+        let lines: Vec<String> = data.iter().map(NodeData::line).collect();
+        obs.line(&format!("data: {}", lines.join("; ")));
+    }
     let base = prep.quality(None).context("evaluating the base")?;
     obs.line(&format!(
         "base {}: held-out loss {:.4}, perplexity bound {:.3}, exact match {}/{} ({} held-out samples)",
@@ -154,6 +173,7 @@ pub fn run(cfg: SimConfig, obs: &dyn Observer) -> anyhow::Result<Report> {
             prep.cfg.daf.clone(),
             prep.cfg.server_opt,
             prep.cfg.central_dp,
+            prep.cfg.sampling,
             prep.cfg.args.round_timeout * 1000,
         );
         let running: Running = crate::daemon::start(settings)
@@ -216,6 +236,7 @@ pub fn run(cfg: SimConfig, obs: &dyn Observer) -> anyhow::Result<Report> {
         centralized,
         dp_epsilon,
         reproduce,
+        data,
     };
     report.write(&prep.out.report())?;
     let plots = super::plot::write_all(&report, &prep.out.root)?;
@@ -300,14 +321,16 @@ fn prepare(cfg: SimConfig) -> anyhow::Result<Prepared> {
     let spec = Spec::default();
     let initial = cluster::initial_adapter(&spec, a.seed, Shape::from(model.config()))?;
     let max_len = a.seq_len.saturating_sub(2);
-    let mut data = cluster::node_data(
-        a.nodes,
-        a.layout_nodes.unwrap_or(a.nodes),
-        a.samples,
-        a.validation,
-        &a.corpus,
+    let mut data = cluster::node_data(&cluster::DataPlan {
+        nodes: a.nodes,
+        layout: a.layout_nodes.unwrap_or(a.nodes),
+        samples: a.samples,
+        validation: a.validation,
+        corpus: &a.corpus,
         max_len,
-    )?;
+        partition: cfg.partition,
+        seed: a.seed,
+    })?;
     if cfg.attack == Some(Attack::LabelFlip) {
         for &i in &cfg.attackers {
             for s in &mut data[i].train {

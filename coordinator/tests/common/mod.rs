@@ -94,6 +94,7 @@ impl Fixture {
                 quorum,
                 duration_ms,
                 max_payload_bytes: 4096,
+                ..RoundSection::default()
             },
             aggregation: Default::default(),
             privacy: Default::default(),

@@ -22,8 +22,13 @@ pub enum DataSource {
         shard: usize,
         shards: usize,
     },
-    /// Text files (one sample per chunk of at most the sequence budget).
-    Corpus(Vec<PathBuf>),
+    /// Text files (one sample per chunk of at most the sequence budget) or JSONL sample files
+    /// (`ruvdllm::data::corpus`). Validation comes from `validation` when given (then every
+    /// `train` sample trains, up to the cap), else from the tail of `train`.
+    Corpus {
+        train: Vec<PathBuf>,
+        validation: Vec<PathBuf>,
+    },
 }
 
 /// Training and validation samples of one node.
@@ -79,22 +84,32 @@ pub fn load(
             let val = all.split_off(n.min(all.len()));
             (all, val)
         }
-        DataSource::Corpus(paths) => {
-            let mut all = data::corpus::load(paths, max_len)?;
-            if all.len() < 2 {
-                return Err(LocalDataError::Empty {
-                    what: "the corpus",
-                    detail: format!(
-                        "{} chunk(s) from {} file(s); need at least 2 (training + validation)",
-                        all.len(),
-                        paths.len()
-                    ),
-                });
+        DataSource::Corpus {
+            train,
+            validation: val_paths,
+        } => {
+            let mut all = data::corpus::load(train, max_len)?;
+            if !val_paths.is_empty() {
+                all.truncate(n);
+                let mut val = data::corpus::load(val_paths, max_len)?;
+                val.truncate(validation);
+                (all, val)
+            } else {
+                if all.len() < 2 {
+                    return Err(LocalDataError::Empty {
+                        what: "the corpus",
+                        detail: format!(
+                            "{} sample(s) from {} file(s); need at least 2 (training + validation)",
+                            all.len(),
+                            train.len()
+                        ),
+                    });
+                }
+                let keep = (all.len() / 10).clamp(1, validation);
+                let val = all.split_off(all.len() - keep);
+                all.truncate(n);
+                (all, val)
             }
-            let keep = (all.len() / 10).clamp(1, validation);
-            let val = all.split_off(all.len() - keep);
-            all.truncate(n);
-            (all, val)
         }
     };
     if train.is_empty() || val.is_empty() {
@@ -151,13 +166,45 @@ mod tests {
         let p = dir.path().join("c.txt");
         let text: String = (0..30).map(|i| format!("line number {i}\n")).collect();
         std::fs::write(&p, text).unwrap();
-        let d = load(&DataSource::Corpus(vec![p.clone()]), 100, 4, 16).unwrap();
+        let corpus = |train: Vec<PathBuf>, validation: Vec<PathBuf>| DataSource::Corpus {
+            train,
+            validation,
+        };
+        let d = load(&corpus(vec![p.clone()], vec![]), 100, 4, 16).unwrap();
         assert!(!d.validation.is_empty() && d.validation.len() <= 4);
         assert!(d.train.iter().all(|s| !d.validation.contains(s)));
+
+        // A validation file of its own: every corpus chunk trains, validation capped.
+        let v = dir.path().join("val.jsonl");
+        std::fs::write(
+            &v,
+            "{\"prompt\": \"a\", \"answer\": \"1\"}\n{\"prompt\": \"b\", \"answer\": \"2\"}\n{\"text\": \"c\"}\n",
+        )
+        .unwrap();
+        let all = load(&corpus(vec![p.clone()], vec![]), 100, 100, 16).unwrap();
+        let d = load(&corpus(vec![p.clone()], vec![v.clone()]), 100, 2, 16).unwrap();
+        assert_eq!(d.train.len(), all.train.len() + all.validation.len());
+        assert_eq!(d.validation.len(), 2);
+        assert_eq!(
+            (
+                d.validation[1].prompt.as_str(),
+                d.validation[1].answer.as_str()
+            ),
+            ("b", "2")
+        );
+
         std::fs::write(&p, "x\n").unwrap();
         assert!(matches!(
-            load(&DataSource::Corpus(vec![p]), 10, 2, 16),
+            load(&corpus(vec![p.clone()], vec![]), 10, 2, 16),
             Err(LocalDataError::Empty { .. })
         ));
+        // One training sample is enough when validation has its own file.
+        assert_eq!(
+            load(&corpus(vec![p], vec![v]), 10, 2, 16)
+                .unwrap()
+                .train
+                .len(),
+            1
+        );
     }
 }

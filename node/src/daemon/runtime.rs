@@ -210,6 +210,17 @@ impl<C: CoordinatorClient, T: LocalTrainer> Runtime<C, T> {
             if ann.round <= self.status.borrow().last_round {
                 continue;
             }
+            if !ann.selects(&self.settings.node_id) {
+                // Client sampling: another node trains this round. The round may be announced
+                // again (drawn late, or re-drawn at an extension), so it is not marked done.
+                tracing::info!(
+                    round = ann.round,
+                    sample_size = ann.sample_size,
+                    drawn = ann.selected.len(),
+                    "not drawn for this round; waiting for the next"
+                );
+                continue;
+            }
             let span = tracing::info_span!("round", round = ann.round);
             if let Err(end) = self.round(&ann, backoff).instrument(span).await {
                 return end;

@@ -40,6 +40,7 @@ pub mod corpus;
 mod facts;
 mod generator;
 mod names;
+pub mod partition;
 mod sampling;
 mod sentences;
 mod stream;
@@ -88,6 +89,12 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}")]
+    BadSample {
+        path: PathBuf,
+        line: usize,
+        reason: String,
     },
     #[error("corpus file {path} is {bytes} bytes, above the {limit}-byte limit")]
     FileTooLarge {
