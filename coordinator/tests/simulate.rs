@@ -470,6 +470,38 @@ fn client_sampling_trains_only_the_drawn_nodes_in_both_modes() {
 }
 
 #[test]
+fn a_jsonl_corpus_trains_prompts_and_measures_exact_match() {
+    // Users' own prompt/completion lines: split across the nodes, their validation samples are
+    // the held-out set, and with prompts to answer exact match is measured too.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sft.jsonl");
+    let lines: String = (0..60)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"{i}+1=\", \"completion\": \"{}\"}}\n",
+                i + 1
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let out = dir.path().join("out");
+    let (report, _) = simulate(&out, &["--rounds", "1", "--corpus", file.to_str().unwrap()]);
+    let held: usize = report.data.iter().map(|d| d.validation).sum();
+    assert!(held > 0);
+    assert_eq!(report.base.exact_match_total, held);
+    assert_eq!(report.rounds[0].quality.exact_match_total, held);
+    // 20 lines per node: 2 validate (a tenth, at most --validation 2), 16 train (--samples).
+    assert!(
+        report
+            .data
+            .iter()
+            .all(|d| d.train == 16 && d.validation == 2),
+        "{:?}",
+        report.data
+    );
+}
+
+#[test]
 fn local_dp_is_the_node_daemons_own_and_draws_the_same_noise_in_both_modes() {
     // The in-process nodes and `node run` daemons privatize in the same place (the node's
     // trainer, `[privacy]` in node.toml), seeded alike: the same global comes out.

@@ -6,8 +6,9 @@
 //! noise seed ([`eval::heldout_loss`], batches of 16), LLaDA's Monte-Carlo NLL bound, and exact
 //! match of short generations (blocks of 8, one token per step). The overall loss is the
 //! sample-weighted mean of the per-domain losses; the perplexity bound pools NLL and tokens. With
-//! corpus data there is no built-in held-out split: the nodes' validation chunks are the held-out
-//! set and exact match is not measured.
+//! corpus data there is no built-in held-out split: the nodes' validation samples are the held-out
+//! set, and exact match is measured when every one of them has a prompt (JSONL prompt/completion
+//! samples), not on plain text chunks.
 
 use std::sync::Arc;
 
@@ -67,7 +68,8 @@ impl Evaluator {
         Self::new(model, tok, sets, seq_len, mc, seed, gen_length)
     }
 
-    /// A held-out set of external text (loss and bound only).
+    /// A held-out set of external samples: loss and bound, and exact match when every sample
+    /// has a prompt to answer.
     pub fn corpus(
         model: Arc<Model>,
         tok: Arc<dyn Tokenizer>,
@@ -75,9 +77,11 @@ impl Evaluator {
         seq_len: usize,
         mc: usize,
         seed: u64,
+        gen_length: usize,
     ) -> Self {
-        let sets = vec![("corpus".to_string(), samples, false)];
-        Self::new(model, tok, sets, seq_len, mc, seed, 8)
+        let prompted = !samples.is_empty() && samples.iter().all(|s| !s.prompt.is_empty());
+        let sets = vec![("corpus".to_string(), samples, prompted)];
+        Self::new(model, tok, sets, seq_len, mc, seed, gen_length)
     }
 
     fn new(

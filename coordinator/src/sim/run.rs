@@ -350,7 +350,15 @@ fn prepare(cfg: SimConfig) -> anyhow::Result<Prepared> {
         )
     } else {
         let held: Vec<_> = data.iter().flat_map(|d| d.validation.clone()).collect();
-        Evaluator::corpus(model.clone(), tok.clone(), held, a.seq_len, a.mc, a.seed)
+        Evaluator::corpus(
+            model.clone(),
+            tok.clone(),
+            held,
+            a.seq_len,
+            a.mc,
+            a.seed,
+            a.gen_length,
+        )
     };
     let pki = cluster::pki(&out, a.nodes)?;
     let transport = match a.transport {
