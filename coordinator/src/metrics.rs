@@ -41,6 +41,8 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabel, Counter>,
     pub last_seen: Family<NodeLabel, Gauge>,
     pub current_round: Gauge,
+    /// Client sampling: nodes drawn for the open round (0 when sampling is off or the draw waits).
+    pub drawn_nodes: Gauge,
     /// Central DP: ε spent so far (at the configured δ) and the clip bound of the open round.
     pub dp_epsilon: Gauge<f64, AtomicU64>,
     pub dp_clip: Gauge<f64, AtomicU64>,
@@ -66,6 +68,7 @@ impl Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let last_seen = Family::<NodeLabel, Gauge>::default();
         let current_round = Gauge::default();
+        let drawn_nodes = Gauge::default();
         let dp_epsilon = Gauge::<f64, AtomicU64>::default();
         let dp_clip = Gauge::<f64, AtomicU64>::default();
         r.register("rounds", "Rounds closed", rounds.clone());
@@ -112,6 +115,11 @@ impl Metrics {
         );
         r.register("current_round", "The open round", current_round.clone());
         r.register(
+            "drawn_nodes",
+            "Client sampling: nodes drawn for the open round (0: every node, or the draw waits)",
+            drawn_nodes.clone(),
+        );
+        r.register(
             "dp_epsilon",
             "Central DP: epsilon spent over the closed rounds at the configured delta (0 when off)",
             dp_epsilon.clone(),
@@ -134,6 +142,7 @@ impl Metrics {
             rejected,
             last_seen,
             current_round,
+            drawn_nodes,
             dp_epsilon,
             dp_clip,
         }

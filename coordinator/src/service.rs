@@ -179,6 +179,9 @@ impl Service {
             machine.deadline_ms(),
         );
         metrics.current_round.set(machine.round() as i64);
+        metrics
+            .drawn_nodes
+            .set(machine.participation().selected.len() as i64);
         let (announce, _) = watch::channel(ann);
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -600,6 +603,9 @@ impl Service {
                 } => {
                     let hash = g.blobs.front().map(|b| b.hash.clone()).unwrap_or_default();
                     self.metrics.current_round.set(round as i64);
+                    self.metrics
+                        .drawn_nodes
+                        .set(g.machine.participation().selected.len() as i64);
                     if let Some(dp) = &g.machine.config().central_dp {
                         self.metrics
                             .dp_clip

@@ -381,5 +381,8 @@ async fn client_sampling_announces_the_draw_and_refuses_the_others() {
     .unwrap();
     let next = wait_round(&mut clients[0], 2).await;
     assert_eq!(next.selected.len(), 1);
+    let text = scrape(running.metrics_addr.unwrap()).await;
+    assert!(text.contains("ruvdllm_coordinator_drawn_nodes 1"), "{text}");
+    assert!(text.contains("reason=\"not-selected\""), "{text}");
     running.shutdown().await.unwrap();
 }
