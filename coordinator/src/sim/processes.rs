@@ -130,16 +130,8 @@ fn write_config(prep: &Prepared, running: &Running, i: usize) -> anyhow::Result<
         let d = &prep.data[i];
         let write = |name: &str, samples: &[ruvdllm::data::Sample]| -> anyhow::Result<PathBuf> {
             let path = dir.join(name);
-            let mut text = String::new();
-            for s in samples {
-                let mut line = serde_json::json!({"prompt": s.prompt, "answer": s.answer});
-                if let Some(domain) = s.domain {
-                    line["domain"] = domain.name().into();
-                }
-                text.push_str(&line.to_string());
-                text.push('\n');
-            }
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            ruvdllm::data::corpus::write_jsonl(&path, samples)
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(path)
         };
         data.corpus = vec![write("train.jsonl", &d.train)?];

@@ -62,6 +62,18 @@ pub fn load<P: AsRef<Path>>(paths: &[P], max_len: usize) -> Result<Vec<Sample>, 
     Ok(samples)
 }
 
+/// Writes `samples` as a JSONL sample file that [`load`] reads back exactly (prompt, answer as
+/// `answer`, domain when set).
+pub fn write_jsonl(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for s in samples {
+        let line = serde_json::to_string(s).map_err(std::io::Error::other)?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
 /// Whether `path` names a JSON-lines sample file (by its extension, case-insensitively).
 pub fn is_jsonl(path: &Path) -> bool {
     path.extension()
@@ -275,6 +287,26 @@ mod tests {
         // Kept whole, not chunked to max_len.
         assert_eq!(s[1].answer.len(), 101);
         assert_eq!((s[2].prompt.as_str(), s[2].answer.as_str()), ("", "a doc"));
+    }
+
+    #[test]
+    fn written_jsonl_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        let samples = vec![
+            Sample {
+                domain: Some(super::super::Domain::Calendar),
+                prompt: "March 27 + 9 days is".into(),
+                answer: " April 5.".into(),
+            },
+            Sample {
+                domain: None,
+                prompt: String::new(),
+                answer: "plain \"text\"\nover lines".into(),
+            },
+        ];
+        write_jsonl(&p, &samples).unwrap();
+        assert_eq!(load(&[&p], 4).unwrap(), samples);
     }
 
     #[test]
